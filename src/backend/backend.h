@@ -1,0 +1,56 @@
+// The interface every compute backend implements (cpu/ here, the CUDA one under cuda/).
+//
+// A backend owns the weights it computes with and a fixed number of state slots. A slot is
+// the whole recurrent state of one sequence: per layer a conv state (d_conv - 1, conv_dim)
+// and an SSM state (d_inner, d_state), all float32. Nothing grows with the sequence length.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+
+namespace mamba {
+
+class Model;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual const ModelConfig& config() const = 0;
+
+  // ---- state slots ----
+  virtual int n_slots() const = 0;
+  virtual void reset_slot(int slot) = 0;              // zero state: an empty sequence
+  virtual void copy_slot(int src, int dst) = 0;
+  virtual uint64_t state_bytes() const = 0;           // per slot
+  // Serialised state: exactly state_bytes() bytes, float32 little-endian, conv then ssm.
+  virtual void save_slot(int slot, std::vector<uint8_t>& out) = 0;
+  virtual void load_slot(int slot, std::span<const uint8_t> in) = 0;
+
+  // ---- compute ----
+  // Runs `tokens` through the model, continuing the state in `slot` (prefill of a prompt or
+  // of its remainder). Writes logits over the full padded vocab: every position
+  // (n_tokens, n_vocab) when all_logits, else the last position only (1, n_vocab).
+  virtual void prefill(int slot, std::span<const int32_t> tokens, bool all_logits,
+                       std::vector<float>& logits) = 0;
+  // One recurrent step for each (slots[i], tokens[i]); logits (n, n_vocab).
+  virtual void decode(std::span<const int> slots, std::span<const int32_t> tokens,
+                      std::vector<float>& logits) = 0;
+};
+
+struct BackendOptions {
+  std::string device = "cpu";  // "cpu" | "cuda"
+  int n_threads = 0;           // CPU threads; 0 = all cores
+  int n_slots = 1;
+};
+
+// Creates the backend named in opts.device for a loaded model. Throws mamba::Error when the
+// device is unknown or not built in.
+std::unique_ptr<Backend> make_backend(const Model& model, const BackendOptions& opts);
+
+}  // namespace mamba
