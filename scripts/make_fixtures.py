@@ -144,7 +144,7 @@ FIXTURES = [
                   chunk_size=8, use_bias=False, use_conv_bias=True,
                   tie_word_embeddings=True)),
     dict(name="mamba1_neox_f16", arch="mamba", dtype="f16", n_prompt=0, n_gen=12,
-         tokenizer="neox", text="The quick brown fox jumps over the lazy dog.\n  def f(x):",
+         tokenizer="neox", text="Mamba runs\n  fast:",
          cfg=dict(vocab_size=50280, hidden_size=16, num_hidden_layers=2, state_size=8,
                   conv_kernel=4, expand=2, time_step_rank="auto", use_bias=False,
                   use_conv_bias=True, tie_word_embeddings=True,
@@ -254,12 +254,19 @@ def main():
     for fx in FIXTURES:
         if args.only and fx["name"] != args.only:
             continue
-        for seed in range(1, 50):
-            prompt, logits, greedy, margins, config = make_one(
-                fx, args.out, device, args.tokenizer_json, seed)
-            if min(margins) > 1e-3 and torch.isfinite(logits).all():
-                break
-            print(f"  {fx['name']}: seed {seed} min margin {min(margins):.2e}, retrying")
+        # Among a few seeds, keep the one whose greedy continuation varies most (a repeated
+        # token tests the recurrent path less), provided no step is a near tie.
+        best = None
+        for seed in range(1, 13):
+            r = make_one(fx, args.out, device, args.tokenizer_json, seed)
+            prompt, logits, greedy, margins, config = r
+            ok = min(margins) > 1e-3 and bool(torch.isfinite(logits).all())
+            score = (ok, len(set(greedy)), min(margins))
+            if best is None or score > best[0]:
+                best = (score, seed)
+        seed = best[1]
+        prompt, logits, greedy, margins, config = make_one(
+            fx, args.out, device, args.tokenizer_json, seed)
         d = os.path.join(args.out, fx["name"])
         logits.numpy().astype("<f8").tofile(os.path.join(d, "logits.f64"))
         ref = {"name": fx["name"], "arch": fx["arch"], "storage_dtype": fx["dtype"],
