@@ -1,0 +1,155 @@
+// y = x w^T for a weight matrix w (N, K) in the model file and activations x (T, K).
+//
+// Both operands have K contiguous, so every output is a dot product of two rows. The kernel
+// computes a tile of TT tokens x NN weight rows at once: each step along K loads NN weight
+// vectors and TT activation vectors and does TT*NN fused multiply-adds into TT*NN vector
+// accumulators, so every load feeds several FMAs. At the end each accumulator is summed
+// across its lanes.
+//
+// Decode (T = 1) is the same kernel with TT = 1: it streams the weights once, NN rows side
+// by side, and is limited by memory bandwidth; the rows are split between the threads.
+// Prefill (T > 1) is limited by FMA throughput: the weight rows of a tile (NN * K values,
+// a few KB) stay in L1 while the kernel walks down a block of up to ~512 KB of tokens in L2.
+//
+// Determinism: output (t, n) always accumulates k = lane, lane + W, lane + 2W, ... in lane
+// `lane` of one accumulator, then sums the lanes in a fixed order. Tiling, T and the thread
+// split only decide which outputs are computed together, never how one is computed.
+#include <algorithm>
+
+#include "backend/cpu/ops.h"
+#include "backend/cpu/simd.h"
+#include "common/error.h"
+
+namespace mamba::cpu {
+
+using namespace simd;
+
+namespace {
+
+constexpr int kTT = 4;  // tokens per tile
+constexpr int kNN = 4;  // weight rows per tile
+constexpr int64_t kTokenBlockBytes = 512 * 1024;  // activations kept in L2 per pass over w
+
+// How a weight element type becomes a float vector.
+struct F32 {
+  using T = float;
+  static V load(const T* p) { return simd::load(p); }
+  static V load_n(const T* p, int n) { return simd::load_n(p, n); }
+};
+struct F16 {
+  using T = uint16_t;
+  static V load(const T* p) { return load_f16(p); }
+  static V load_n(const T* p, int n) { return load_f16_n(p, n); }
+};
+struct BF16 {
+  using T = uint16_t;
+  static V load(const T* p) { return load_bf16(p); }
+  static V load_n(const T* p, int n) { return load_bf16_n(p, n); }
+};
+
+struct TileArgs {
+  const void* w;  // row 0 of the tile
+  int64_t K;      // row length (= stride) of w
+  const float* x; // token 0 of the tile
+  int64_t ldx;
+  float* y;       // y[0, 0] of the tile
+  int64_t ldy;
+  const float* bias;  // bias[0] of the tile or null
+  bool accumulate;
+};
+
+template <class L, int TT, int NN>
+void tile(const TileArgs& a) {
+  const auto* w = static_cast<const typename L::T*>(a.w);
+  const int64_t K = a.K;
+  V acc[TT][NN];
+  for (int t = 0; t < TT; t++)
+    for (int n = 0; n < NN; n++) acc[t][n] = zero();
+
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    V wv[NN];
+    for (int n = 0; n < NN; n++) wv[n] = L::load(w + n * K + k);
+    for (int t = 0; t < TT; t++) {
+      const V xv = load(a.x + t * a.ldx + k);
+      for (int n = 0; n < NN; n++) acc[t][n] = fmadd(xv, wv[n], acc[t][n]);
+    }
+  }
+  if (k < K) {  // the last K % W columns: zero-filled lanes add nothing
+    const int r = int(K - k);
+    V wv[NN];
+    for (int n = 0; n < NN; n++) wv[n] = L::load_n(w + n * K + k, r);
+    for (int t = 0; t < TT; t++) {
+      const V xv = load_n(a.x + t * a.ldx + k, r);
+      for (int n = 0; n < NN; n++) acc[t][n] = fmadd(xv, wv[n], acc[t][n]);
+    }
+  }
+
+  for (int t = 0; t < TT; t++) {
+    float* y = a.y + t * a.ldy;
+    for (int n = 0; n < NN; n++) {
+      float v = reduce_add(acc[t][n]);
+      if (a.bias) v += a.bias[n];
+      y[n] = a.accumulate ? y[n] + v : v;
+    }
+  }
+}
+
+using TileFn = void (*)(const TileArgs&);
+
+// table[tt - 1][nn - 1] = tile<L, tt, nn>, so edge tiles get a kernel of their exact size.
+template <class L>
+struct Tiles {
+  TileFn fn[kTT][kNN];
+  Tiles() { fill(std::make_integer_sequence<int, kTT * kNN>{}); }
+  template <int... I>
+  void fill(std::integer_sequence<int, I...>) {
+    ((fn[I / kNN][I % kNN] = &tile<L, I / kNN + 1, I % kNN + 1>), ...);
+  }
+};
+
+template <class L>
+void matmul_rows(const Matrix& w, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
+                 const float* bias, bool accumulate, int64_t n0, int64_t n1) {
+  static const Tiles<L> tiles;
+  const auto* wd = static_cast<const typename L::T*>(w.data);
+  const int64_t K = w.cols;
+  const int64_t token_block = std::max<int64_t>(kTT, kTokenBlockBytes / (K * 4) / kTT * kTT);
+  for (int64_t t0 = 0; t0 < T; t0 += token_block) {
+    const int64_t t1 = std::min(T, t0 + token_block);
+    for (int64_t n = n0; n < n1; n += kNN) {
+      const int nn = int(std::min<int64_t>(kNN, n1 - n));
+      for (int64_t t = t0; t < t1; t += kTT) {
+        const int tt = int(std::min<int64_t>(kTT, t1 - t));
+        TileArgs a{wd + n * K, K,   x + t * ldx, ldx, y + t * ldy + n, ldy,
+                   bias ? bias + n : nullptr, accumulate};
+        tiles.fn[tt - 1][nn - 1](a);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(ThreadPool& pool, const Matrix& w, const float* x, int64_t ldx, int64_t T, float* y,
+            int64_t ldy, const float* bias, bool accumulate) {
+  if (T <= 0 || w.rows <= 0) return;
+  pool.run([&](int ith, int nth) {
+    // Split the weight rows: each thread streams its own part of w exactly once.
+    const Range r = split(w.rows, ith, nth, kNN);
+    if (r.begin >= r.end) return;
+    switch (w.dtype) {
+      case gguf::DType::F32:
+        matmul_rows<F32>(w, x, ldx, T, y, ldy, bias, accumulate, r.begin, r.end);
+        break;
+      case gguf::DType::F16:
+        matmul_rows<F16>(w, x, ldx, T, y, ldy, bias, accumulate, r.begin, r.end);
+        break;
+      case gguf::DType::BF16:
+        matmul_rows<BF16>(w, x, ldx, T, y, ldy, bias, accumulate, r.begin, r.end);
+        break;
+    }
+  });
+}
+
+}  // namespace mamba::cpu
