@@ -1,0 +1,145 @@
+// What every CUDA file shares: error checking that turns CUDA and cuBLAS failures into
+// mamba::Error with file:line, an owning device buffer whose out-of-memory message names what
+// did not fit, the description of a packed batch of sequences, and (device code only) the few
+// math and reduction helpers the kernels use.
+//
+// Host-only translation units (.cpp) may include this header: the device helpers are compiled
+// only under nvcc.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+
+namespace mamba::cuda {
+
+[[noreturn]] void throw_cuda_error(cudaError_t err, const char* expr, const char* file, int line);
+[[noreturn]] void throw_cublas_error(cublasStatus_t st, const char* expr, const char* file,
+                                     int line);
+
+// CUDA_CHECK(cudaMemcpy(...)); after a kernel launch: CUDA_CHECK(cudaGetLastError()).
+#define CUDA_CHECK(expr)                                                          \
+  do {                                                                            \
+    const cudaError_t cuda_check_err_ = (expr);                                   \
+    if (cuda_check_err_ != cudaSuccess)                                           \
+      ::mamba::cuda::throw_cuda_error(cuda_check_err_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+#define CUBLAS_CHECK(expr)                                                          \
+  do {                                                                              \
+    const cublasStatus_t cublas_check_st_ = (expr);                                 \
+    if (cublas_check_st_ != CUBLAS_STATUS_SUCCESS)                                  \
+      ::mamba::cuda::throw_cublas_error(cublas_check_st_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+// True when at least one CUDA device can be used (false on a machine without a GPU or
+// driver; never throws).
+bool device_available();
+
+// "37.7 MiB"
+std::string format_bytes(uint64_t bytes);
+
+// An owning, move-only cudaMalloc'ed buffer. Construction throws mamba::Error
+//   "out of GPU memory allocating <what> (37.7 MiB; 120.0 MiB free)"
+// when the device cannot hold it, so the caller always learns which allocation failed.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(size_t bytes, const std::string& what);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return ptr_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+  explicit operator bool() const { return ptr_ != nullptr; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// A packed batch of sequences for the prefill kernels. Sequence s owns rows
+// [start[s], start[s+1]) of every (n_tok, ...) activation buffer and continues the recurrent
+// state of slot slots[s]. Decode is the special case of one row per sequence, which the
+// *_step kernels take directly as (n rows, slots).
+struct SeqBatch {
+  int n_seq = 0;
+  int n_tok = 0;     // start[n_seq]
+  int max_len = 0;   // longest sequence: sizes the grids (shorter ones exit early)
+  const int32_t* start = nullptr;  // device (n_seq + 1), start[0] = 0
+  const int32_t* slots = nullptr;  // device (n_seq)
+};
+
+// Recurrent state of one layer inside the per-slot state buffer: slot s's tensor starts at
+// base + slots[s] * slot_stride (floats).
+struct StateRef {
+  float* base = nullptr;
+  int64_t slot_stride = 0;
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Throws mamba::Error "<op>: <what>" unless cond holds: the host entry points check every
+// precondition with it before launching anything.
+inline void require(bool cond, const char* op, const char* what) {
+  if (!cond) fail(op, ": ", what);
+}
+
+}  // namespace mamba::cuda
+
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace mamba::cuda {
+
+// The same formulas as the CPU reference: x * sigmoid(x), and softplus with PyTorch's
+// threshold (the identity above 20, where log1p(exp(x)) == x in float32).
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+__device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024). Every thread gets the
+// result. `scratch` is 32 floats of shared memory; the call synchronises the block.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? scratch[lane] : 0.0f;
+  return warp_sum(v);
+}
+
+// Element loads from a weight of any stored dtype.
+__device__ __forceinline__ float load_as_float(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load_as_float(const __half* p, int64_t i) {
+  return __half2float(p[i]);
+}
+__device__ __forceinline__ float load_as_float(const __nv_bfloat16* p, int64_t i) {
+  return __bfloat162float(p[i]);
+}
+
+}  // namespace mamba::cuda
+#endif

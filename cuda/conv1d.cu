@@ -1,0 +1,108 @@
+#include "conv1d.cuh"
+
+namespace mamba::cuda {
+namespace {
+
+constexpr int kThreads = 128;    // channels per block
+constexpr int kTimeTile = 16;    // time steps per block in prefill
+
+// Output of every (t, c): fully parallel; reads the old state, so the state update runs
+// afterwards in its own kernel.
+__global__ void conv1d_prefill_kernel(Conv1dParams p, SeqBatch batch) {
+  const int c = blockIdx.x * kThreads + threadIdx.x;
+  const int seq = blockIdx.z;
+  if (c >= p.dim) return;
+  const int t_begin = batch.start[seq];
+  const int len = batch.start[seq + 1] - t_begin;
+  const int K = p.d_conv;
+  const float* st = p.state.base + int64_t(batch.slots[seq]) * p.state.slot_stride;
+  float w[kMaxConvWidth];
+  for (int k = 0; k < K; k++) w[k] = p.w[int64_t(c) * K + k];
+  const float bias = p.b ? p.b[c] : 0.0f;
+  const int t0 = blockIdx.y * kTimeTile;
+  for (int t = t0; t < t0 + kTimeTile && t < len; t++) {
+    float acc = bias;
+    for (int k = 0; k < K; k++) {
+      const int src = t - (K - 1) + k;  // time index in the sequence; < 0: from the state
+      const float v = src >= 0 ? p.x[int64_t(t_begin + src) * p.ldx + c]
+                               : st[int64_t(K - 1 + src) * p.dim + c];
+      acc += w[k] * v;
+    }
+    p.out[int64_t(t_begin + t) * p.dim + c] = silu(acc);
+  }
+}
+
+// New state = the last d_conv - 1 inputs of (old state ++ chunk). Entry j moves from
+// old[j + len] while that is inside the old state; reading index j + len > j before writing
+// index j keeps the in-place shift correct.
+__global__ void conv1d_state_kernel(Conv1dParams p, SeqBatch batch) {
+  const int c = blockIdx.x * kThreads + threadIdx.x;
+  const int seq = blockIdx.y;
+  if (c >= p.dim) return;
+  const int t_begin = batch.start[seq];
+  const int len = batch.start[seq + 1] - t_begin;
+  const int S = p.d_conv - 1;
+  float* st = p.state.base + int64_t(batch.slots[seq]) * p.state.slot_stride;
+  for (int j = 0; j < S; j++) {
+    const int src = j + len;  // position in (old state ++ chunk)
+    st[int64_t(j) * p.dim + c] =
+        src < S ? st[int64_t(src) * p.dim + c] : p.x[int64_t(t_begin + src - S) * p.ldx + c];
+  }
+}
+
+__global__ void conv1d_step_kernel(Conv1dParams p, const int32_t* __restrict__ slots) {
+  const int c = blockIdx.x * kThreads + threadIdx.x;
+  const int row = blockIdx.y;
+  if (c >= p.dim) return;
+  const int K = p.d_conv;
+  float* st = p.state.base + int64_t(slots[row]) * p.state.slot_stride;
+  const float xin = p.x[int64_t(row) * p.ldx + c];
+  float acc = p.b ? p.b[c] : 0.0f;
+  for (int k = 0; k < K - 1; k++) {
+    const float v = st[int64_t(k) * p.dim + c];
+    acc += p.w[int64_t(c) * K + k] * v;
+    if (k > 0) st[int64_t(k - 1) * p.dim + c] = v;  // shift left by one
+  }
+  acc += p.w[int64_t(c) * K + K - 1] * xin;
+  if (K > 1) st[int64_t(K - 2) * p.dim + c] = xin;
+  p.out[int64_t(row) * p.dim + c] = silu(acc);
+}
+
+void check(const Conv1dParams& p, const char* op) {
+  require(p.x && p.w && p.out, op, "null pointer");
+  require(p.dim > 0 && p.ldx >= p.dim, op, "bad dim or ldx");
+  require(p.d_conv >= 1 && p.d_conv <= kMaxConvWidth, op, "d_conv out of range 1..8");
+  require(p.d_conv == 1 || (p.state.base && p.state.slot_stride >= int64_t(p.d_conv - 1) * p.dim),
+          op, "bad state");
+}
+
+}  // namespace
+
+void conv1d_prefill(const Conv1dParams& p, const SeqBatch& batch, cudaStream_t stream) {
+  check(p, "conv1d_prefill");
+  require(batch.start && batch.slots && batch.n_seq >= 0 && batch.max_len >= 0,
+          "conv1d_prefill", "bad batch");
+  require(batch.n_seq <= 65535 && ceil_div(batch.max_len, kTimeTile) <= 65535, "conv1d_prefill",
+          "batch too large for one launch");
+  if (batch.n_seq == 0 || batch.max_len == 0) return;
+  const unsigned cblocks = unsigned(ceil_div(p.dim, kThreads));
+  conv1d_prefill_kernel<<<dim3(cblocks, unsigned(ceil_div(batch.max_len, kTimeTile)),
+                               unsigned(batch.n_seq)),
+                          kThreads, 0, stream>>>(p, batch);
+  CUDA_CHECK(cudaGetLastError());
+  if (p.d_conv > 1) {
+    conv1d_state_kernel<<<dim3(cblocks, unsigned(batch.n_seq)), kThreads, 0, stream>>>(p, batch);
+    CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+void conv1d_step(const Conv1dParams& p, int n, const int32_t* slots, cudaStream_t stream) {
+  check(p, "conv1d_step");
+  require(slots && n >= 0 && n <= 65535, "conv1d_step", "bad slots or row count");
+  if (n == 0) return;
+  conv1d_step_kernel<<<dim3(unsigned(ceil_div(p.dim, kThreads)), unsigned(n)), kThreads, 0,
+                       stream>>>(p, slots);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace mamba::cuda

@@ -1,0 +1,20 @@
+// RMSNorm fused with the residual add that precedes it.
+//
+// The residual stream stays float32 for the whole forward pass. Each block ends with
+// h = h + Mixer(RMSNorm(h)); fusing "h += mixer output" into the next norm reads and writes
+// h once per layer instead of twice.
+#pragma once
+
+#include "common.cuh"
+
+namespace mamba::cuda {
+
+// For each of the n rows:
+//   h     (n, d) float32, updated in place: h += delta   (skipped when delta is null)
+//   out   (n, d) float32 = h / sqrt(mean(h^2) + eps) * w
+//   delta (n, d) or null;  w (d)
+// out must not alias h or delta.
+void rmsnorm_residual(float* h, const float* delta, const float* w, int n, int d, float eps,
+                      float* out, cudaStream_t stream);
+
+}  // namespace mamba::cuda

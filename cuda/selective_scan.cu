@@ -1,0 +1,187 @@
+#include "selective_scan.cuh"
+
+namespace mamba::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kItems = 2;                    // consecutive time steps per thread
+constexpr int kChunk = kThreads * kItems;    // time steps per block iteration
+
+// The recurrence h -> a * h + b. Applying `first` then `second` is again such a map, which
+// makes the pairs scannable in parallel.
+struct Affine {
+  float a, b;
+};
+__device__ __forceinline__ Affine then(Affine first, Affine second) {
+  return {first.a * second.a, second.a * first.b + second.b};
+}
+
+// Block-wide scan of one Affine per thread (in thread order). Returns the composition of
+// all threads before this one in *excl and of all threads in *total. `warp_tot` is shared
+// memory for kThreads / 32 entries; the call synchronises the block twice.
+__device__ __forceinline__ void block_scan(Affine v, Affine* warp_tot, Affine* excl,
+                                           Affine* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  Affine inc = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const Affine prev = {__shfl_up_sync(0xffffffffu, inc.a, o),
+                         __shfl_up_sync(0xffffffffu, inc.b, o)};
+    if (lane >= o) inc = then(prev, inc);
+  }
+  Affine wex = {__shfl_up_sync(0xffffffffu, inc.a, 1), __shfl_up_sync(0xffffffffu, inc.b, 1)};
+  if (lane == 0) wex = {1.0f, 0.0f};
+  if (lane == 31) warp_tot[warp] = inc;
+  __syncthreads();
+  Affine pre = {1.0f, 0.0f}, all = {1.0f, 0.0f};
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; w++) {
+    if (w < warp) pre = then(pre, warp_tot[w]);
+    all = then(all, warp_tot[w]);
+  }
+  *excl = then(pre, wex);
+  *total = all;
+  __syncthreads();  // warp_tot is rewritten by the next call
+}
+
+// Block (channel c, sequence). Walks the sequence in chunks of kChunk steps; inside a chunk
+// each thread owns kItems consecutive steps. For every state index n the chunk is one
+// parallel scan of (exp(dt*A), dt*B*x) pairs seeded with the state carried from the previous
+// chunk.
+__global__ void __launch_bounds__(kThreads)
+    selective_scan_prefill_kernel(SelectiveScanParams p, SeqBatch batch) {
+  extern __shared__ float smem[];  // Bs (kChunk, N), Cs (kChunk, N)
+  __shared__ Affine warp_tot[kThreads / 32];
+  __shared__ float carry[2][kMaxScanState];  // state at the chunk start; ping-pong by chunk
+
+  const int c = blockIdx.x, seq = blockIdx.y, tid = threadIdx.x;
+  const int N = p.d_state;
+  const int t_begin = batch.start[seq];
+  const int len = batch.start[seq + 1] - t_begin;
+  float* st = p.state.base + int64_t(batch.slots[seq]) * p.state.slot_stride + int64_t(c) * N;
+  float* Bs = smem;
+  float* Cs = smem + kChunk * N;
+  for (int n = tid; n < N; n += kThreads) carry[0][n] = st[n];
+  const float bias = p.dt_bias[c], Dc = p.D[c];
+  const float* Ac = p.A + int64_t(c) * N;
+
+  int par = 0;
+  for (int c0 = 0; c0 < len; c0 += kChunk, par ^= 1) {
+    const int n_valid = min(kChunk, len - c0);
+    __syncthreads();  // the previous chunk is done with Bs, Cs and carry[par]
+    for (int i = tid; i < n_valid * N; i += kThreads) {
+      const int64_t row = t_begin + c0 + i / N;
+      Bs[i] = p.B[row * p.ldbc + i % N];
+      Cs[i] = p.C[row * p.ldbc + i % N];
+    }
+    float xv[kItems], dv[kItems], yv[kItems];
+#pragma unroll
+    for (int i = 0; i < kItems; i++) {
+      const int local = tid * kItems + i;
+      const int64_t row = t_begin + c0 + local;
+      const bool valid = local < n_valid;
+      xv[i] = valid ? p.x[row * p.d_inner + c] : 0.0f;
+      dv[i] = valid ? softplus(p.dt[row * p.d_inner + c] + bias) : 0.0f;
+      yv[i] = 0.0f;
+    }
+    __syncthreads();
+    for (int n = 0; n < N; n++) {
+      const float a = Ac[n];
+      Affine loc[kItems];
+      Affine run = {1.0f, 0.0f};
+#pragma unroll
+      for (int i = 0; i < kItems; i++) {
+        const int local = tid * kItems + i;
+        // Padding steps past the end are the identity map, so the chunk total is the state
+        // after the last real step.
+        const Affine e = local < n_valid ? Affine{expf(dv[i] * a), dv[i] * Bs[local * N + n] * xv[i]}
+                                         : Affine{1.0f, 0.0f};
+        run = then(run, e);
+        loc[i] = run;
+      }
+      Affine excl, total;
+      block_scan(run, warp_tot, &excl, &total);
+      const float h_in = carry[par][n];
+      const float h0 = excl.a * h_in + excl.b;  // state before this thread's first step
+#pragma unroll
+      for (int i = 0; i < kItems; i++) {
+        const int local = tid * kItems + i;
+        if (local < n_valid) yv[i] += (loc[i].a * h0 + loc[i].b) * Cs[local * N + n];
+      }
+      if (tid == 0) carry[par ^ 1][n] = total.a * h_in + total.b;
+    }
+#pragma unroll
+    for (int i = 0; i < kItems; i++) {
+      const int local = tid * kItems + i;
+      if (local < n_valid) {
+        const int64_t row = t_begin + c0 + local;
+        p.y[row * p.d_inner + c] = (yv[i] + Dc * xv[i]) * silu(p.z[row * p.ldz + c]);
+      }
+    }
+  }
+  __syncthreads();
+  for (int n = tid; n < N; n += kThreads) st[n] = carry[par][n];
+}
+
+// Thread (row, channel): one step of the recurrence for all d_state entries.
+__global__ void selective_scan_step_kernel(SelectiveScanParams p,
+                                           const int32_t* __restrict__ slots) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  const int row = blockIdx.y;
+  if (c >= p.d_inner) return;
+  const int N = p.d_state;
+  float* st = p.state.base + int64_t(slots[row]) * p.state.slot_stride + int64_t(c) * N;
+  const float* A = p.A + int64_t(c) * N;
+  const float* B = p.B + int64_t(row) * p.ldbc;
+  const float* C = p.C + int64_t(row) * p.ldbc;
+  const float x = p.x[int64_t(row) * p.d_inner + c];
+  const float dt = softplus(p.dt[int64_t(row) * p.d_inner + c] + p.dt_bias[c]);
+  const float dtx = dt * x;
+  float acc = 0.0f;
+  for (int n = 0; n < N; n++) {
+    const float s = expf(dt * A[n]) * st[n] + dtx * B[n];
+    st[n] = s;
+    acc += s * C[n];
+  }
+  p.y[int64_t(row) * p.d_inner + c] =
+      (acc + p.D[c] * x) * silu(p.z[int64_t(row) * p.ldz + c]);
+}
+
+void check(const SelectiveScanParams& p, const char* op) {
+  require(p.x && p.dt && p.dt_bias && p.A && p.B && p.C && p.D && p.z && p.y && p.state.base,
+          op, "null pointer");
+  require(p.d_inner > 0 && p.d_state >= 1 && p.d_state <= kMaxScanState, op,
+          "d_state out of range 1..64");
+  require(p.ldbc >= p.d_state && p.ldz >= p.d_inner, op, "bad ldbc or ldz");
+  require(p.state.slot_stride >= int64_t(p.d_inner) * p.d_state, op, "bad state stride");
+}
+
+}  // namespace
+
+void selective_scan_prefill(const SelectiveScanParams& p, const SeqBatch& batch,
+                            cudaStream_t stream) {
+  check(p, "selective_scan_prefill");
+  require(batch.start && batch.slots && batch.n_seq >= 0 && batch.n_seq <= 65535,
+          "selective_scan_prefill", "bad batch");
+  if (batch.n_seq == 0 || batch.max_len == 0) return;
+  const size_t smem = size_t(2) * kChunk * p.d_state * sizeof(float);
+  if (smem > 48 * 1024)
+    CUDA_CHECK(cudaFuncSetAttribute(selective_scan_prefill_kernel,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  selective_scan_prefill_kernel<<<dim3(unsigned(p.d_inner), unsigned(batch.n_seq)), kThreads,
+                                  smem, stream>>>(p, batch);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void selective_scan_step(const SelectiveScanParams& p, int n, const int32_t* slots,
+                         cudaStream_t stream) {
+  check(p, "selective_scan_step");
+  require(slots && n >= 0 && n <= 65535, "selective_scan_step", "bad slots or row count");
+  if (n == 0) return;
+  const int threads = 128;
+  selective_scan_step_kernel<<<dim3(unsigned(ceil_div(p.d_inner, threads)), unsigned(n)),
+                               threads, 0, stream>>>(p, slots);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace mamba::cuda

@@ -1,0 +1,549 @@
+// Every CUDA op against a straightforward double-precision reference, on fresh random inputs,
+// at the shapes of real checkpoints (mamba-130m, mamba-2.8b, mamba2-2.7b, Mamba-Codestral-7B,
+// Falcon-Mamba-7B) and the small shapes of the test fixtures, plus the edge cases: one token,
+// lengths that are not a multiple of any chunk, and several sequences of different lengths
+// continuing different state slots in one call.
+#include <algorithm>
+#include <array>
+#include <limits>
+
+#include "conv1d.cuh"
+#include "cuda_test_util.h"
+#include "embedding.cuh"
+#include "falcon_rms.cuh"
+#include "gated_rmsnorm.cuh"
+#include "linear.cuh"
+#include "common/half.h"
+#include "rmsnorm.cuh"
+#include "selective_scan.cuh"
+#include "ssd.cuh"
+
+using namespace cuda_test;
+using mamba::cuda::DeviceBuffer;
+using mamba::gguf::DType;
+
+namespace {
+
+constexpr int kSlots = 4;
+
+std::string join(const std::vector<int>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); i++) s += (i ? "," : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+// A packed batch of sequences of the given lengths, continuing the given slots.
+struct Batch {
+  std::vector<int> lens, slots;
+  std::vector<int32_t> start;
+  DeviceBuffer d_start, d_slots;
+  mamba::cuda::SeqBatch view;
+  Batch(std::vector<int> l, std::vector<int> s) : lens(std::move(l)), slots(std::move(s)) {
+    start.push_back(0);
+    for (int n : lens) start.push_back(start.back() + n);
+    d_start = to_device(start);
+    d_slots = to_device(std::vector<int32_t>(slots.begin(), slots.end()));
+    view.n_seq = int(lens.size());
+    view.n_tok = start.back();
+    view.max_len = *std::max_element(lens.begin(), lens.end());
+    view.start = d_start.as<int32_t>();
+    view.slots = d_slots.as<int32_t>();
+  }
+  int n_tok() const { return start.back(); }
+  std::string name() const { return "lens " + join(lens); }
+};
+
+// Per-slot state with a padded slot stride, so that a kernel using the wrong stride shows.
+struct States {
+  int64_t size, stride;
+  std::vector<float> host;
+  DeviceBuffer dev;
+  explicit States(int64_t per_slot) : size(per_slot), stride(per_slot + 5) {
+    host = randn(size_t(kSlots * stride), 0.5f);
+    dev = to_device(host);
+  }
+  mamba::cuda::StateRef ref() { return {dev.as<float>(), stride}; }
+  std::vector<double> ref_copy() const { return {host.begin(), host.end()}; }
+  std::vector<float> result() const { return to_host<float>(dev, host.size()); }
+};
+
+// ---- embedding ---------------------------------------------------------------------------
+
+std::vector<uint16_t> to_16(const std::vector<float>& v, DType t) {
+  std::vector<uint16_t> o(v.size());
+  for (size_t i = 0; i < v.size(); i++)
+    o[i] = t == DType::F16 ? mamba::f32_to_f16(v[i]) : mamba::f32_to_bf16(v[i]);
+  return o;
+}
+float from_16(uint16_t h, DType t) {
+  return t == DType::F16 ? mamba::f16_to_f32(h) : mamba::bf16_to_f32(h);
+}
+
+// A weight in the given dtype on the device, and the float values it holds.
+struct Weight {
+  DeviceBuffer dev;
+  std::vector<float> values;
+  Weight(const std::vector<float>& v, DType t) {
+    if (t == DType::F32) {
+      values = v;
+      dev = to_device(v);
+    } else {
+      const auto h = to_16(v, t);
+      values.resize(v.size());
+      for (size_t i = 0; i < v.size(); i++) values[i] = from_16(h[i], t);
+      dev = to_device(h);
+    }
+  }
+};
+
+const char* dname(DType t) { return mamba::gguf::dtype_name(t); }
+
+TEST_CASE("embedding: rows of the table in every dtype") {
+  if (no_device()) return;
+  for (int64_t d_model : {768, 2560, 4096}) {
+    if (quick() && d_model > 768) continue;
+    for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+      const int64_t n_vocab = 1000;
+      Weight table(randn(size_t(n_vocab * d_model)), t);
+      const std::vector<int32_t> ids = {0, 999, 17, 17, 512, 3, 998};
+      DeviceBuffer d_ids = to_device(ids);
+      DeviceBuffer out(ids.size() * d_model * 4, "out");
+      mamba::cuda::embedding(table.dev.data(), t, n_vocab, d_model, d_ids.as<int32_t>(),
+                             int(ids.size()), out.as<float>(), nullptr);
+      std::vector<float> ref;
+      for (int32_t id : ids)
+        ref.insert(ref.end(), table.values.begin() + id * d_model,
+                   table.values.begin() + (id + 1) * d_model);
+      report(std::string("embedding ") + dname(t), "d_model " + std::to_string(d_model),
+             rel_l2(to_host<float>(out, ref.size()), ref), 0.0);
+    }
+  }
+}
+
+// ---- RMSNorm + residual ------------------------------------------------------------------
+
+TEST_CASE("rmsnorm_residual: residual add and norm") {
+  if (no_device()) return;
+  for (int d : {768, 2560, 4096}) {
+    for (bool with_delta : {false, true}) {
+      const int n = 5;
+      const float eps = 1e-5f;
+      auto h = randn(size_t(n) * d), delta = randn(size_t(n) * d), w = randn(d, 0.2f, 1.0f);
+      DeviceBuffer dh = to_device(h), ddelta = to_device(delta), dw = to_device(w);
+      DeviceBuffer out(size_t(n) * d * 4, "out");
+      mamba::cuda::rmsnorm_residual(dh.as<float>(), with_delta ? ddelta.as<float>() : nullptr,
+                                    dw.as<float>(), n, d, eps, out.as<float>(), nullptr);
+      std::vector<double> h_ref(h.begin(), h.end()), o_ref(h.size());
+      for (int r = 0; r < n; r++) {
+        double ss = 0;
+        for (int j = 0; j < d; j++) {
+          if (with_delta) h_ref[r * d + j] += delta[r * d + j];
+          ss += h_ref[r * d + j] * h_ref[r * d + j];
+        }
+        const double s = 1.0 / std::sqrt(ss / d + eps);
+        for (int j = 0; j < d; j++) o_ref[r * d + j] = h_ref[r * d + j] * s * w[j];
+      }
+      const std::string shape = "(5, " + std::to_string(d) + ")" + (with_delta ? " +delta" : "");
+      report("rmsnorm_residual out", shape, rel_l2(to_host<float>(out, o_ref.size()), o_ref),
+             1e-5);
+      report("rmsnorm_residual h", shape, rel_l2(to_host<float>(dh, h_ref.size()), h_ref), 1e-6);
+    }
+  }
+}
+
+// ---- conv1d ------------------------------------------------------------------------------
+
+// Prefill (or, with step = true and every length 1, the decode step) against the reference.
+void conv_case(int dim, int K, const Batch& b, bool step) {
+  const int64_t ldx = dim + 7;  // the conv input is a column range of a wider row
+  const int n_tok = b.n_tok();
+  auto x = randn(size_t(n_tok) * ldx), w = randn(size_t(dim) * K, 0.5f), bias = randn(dim, 0.5f);
+  States st(int64_t(K - 1) * dim);
+  DeviceBuffer dx = to_device(x), dw = to_device(w), db = to_device(bias);
+  DeviceBuffer out(size_t(n_tok) * dim * 4, "out");
+  mamba::cuda::Conv1dParams p;
+  p.x = dx.as<float>();
+  p.ldx = ldx;
+  p.w = dw.as<float>();
+  p.b = db.as<float>();
+  p.state = st.ref();
+  p.dim = dim;
+  p.d_conv = K;
+  p.out = out.as<float>();
+  if (step)
+    mamba::cuda::conv1d_step(p, n_tok, b.view.slots, nullptr);
+  else
+    mamba::cuda::conv1d_prefill(p, b.view, nullptr);
+
+  std::vector<double> s_ref = st.ref_copy(), o_ref(size_t(n_tok) * dim);
+  for (size_t s = 0; s < b.lens.size(); s++) {
+    double* sp = s_ref.data() + b.slots[s] * st.stride;
+    for (int c = 0; c < dim; c++) {
+      std::vector<double> win;  // old state ++ inputs
+      for (int j = 0; j < K - 1; j++) win.push_back(sp[j * dim + c]);
+      for (int t = 0; t < b.lens[s]; t++) win.push_back(x[(b.start[s] + t) * ldx + c]);
+      for (int t = 0; t < b.lens[s]; t++) {
+        double acc = bias[c];
+        for (int k = 0; k < K; k++) acc += w[c * K + k] * win[t + k];
+        o_ref[size_t(b.start[s] + t) * dim + c] = silu(acc);
+      }
+      for (int j = 0; j < K - 1; j++) sp[j * dim + c] = win[win.size() - (K - 1) + j];
+    }
+  }
+  const std::string op = step ? "conv1d_step" : "conv1d_prefill";
+  const std::string shape = "dim " + std::to_string(dim) + " K " + std::to_string(K) + " " +
+                            (step ? "slots " + join(b.slots) : b.name());
+  report(op + " out", shape, rel_l2(to_host<float>(out, o_ref.size()), o_ref), 1e-5);
+  report(op + " state", shape, rel_l2(st.result(), s_ref), 1e-6);
+}
+
+TEST_CASE("conv1d: prefill and step at real and fixture shapes") {
+  if (no_device()) return;
+  // mamba-130m d_inner, mamba2-2.7b conv_dim, Codestral conv_dim, a tiny fixture with K = 3
+  for (int dim : {1536, 5376, 10240, 48}) {
+    if (quick() && dim > 1536 && dim != 48) continue;
+    const int K = dim == 48 ? 3 : 4;
+    conv_case(dim, K, Batch({1}, {2}), false);
+    conv_case(dim, K, Batch({2}, {1}), false);  // shorter than the state
+    conv_case(dim, K, Batch({37}, {0}), false);
+    conv_case(dim, K, Batch({5, 1, 70}, {3, 0, 1}), false);
+    conv_case(dim, K, Batch({1, 1, 1}, {2, 0, 3}), true);
+  }
+}
+
+// ---- Mamba-1 selective scan --------------------------------------------------------------
+
+void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
+  const int n_tok = b.n_tok();
+  const int64_t ldbc = R + 2 * N, ldz = 2 * int64_t(d_inner);
+  auto x = randn(size_t(n_tok) * d_inner);
+  auto dt = randn(size_t(n_tok) * d_inner, 0.5f);
+  auto dt_init = uniform(d_inner, 1e-3f, 1e-1f);
+  std::vector<float> dt_bias(d_inner);
+  for (int c = 0; c < d_inner; c++) dt_bias[c] = std::log(std::expm1(dt_init[c]));
+  auto A = uniform(size_t(d_inner) * N, -16.0f, -1.0f);
+  auto xdbl = randn(size_t(n_tok) * ldbc);  // [dt_low | B | C] per row
+  auto D = randn(d_inner, 0.5f, 1.0f);
+  auto xz = randn(size_t(n_tok) * ldz);  // [x_in | z] per row
+  States st(int64_t(d_inner) * N);
+  DeviceBuffer dx = to_device(x), ddt = to_device(dt), dbias = to_device(dt_bias),
+               dA = to_device(A), dxdbl = to_device(xdbl), dD = to_device(D), dxz = to_device(xz);
+  DeviceBuffer y(size_t(n_tok) * d_inner * 4, "y");
+  mamba::cuda::SelectiveScanParams p;
+  p.x = dx.as<float>();
+  p.dt = ddt.as<float>();
+  p.dt_bias = dbias.as<float>();
+  p.A = dA.as<float>();
+  p.B = dxdbl.as<float>() + R;
+  p.C = dxdbl.as<float>() + R + N;
+  p.ldbc = ldbc;
+  p.D = dD.as<float>();
+  p.z = dxz.as<float>() + d_inner;
+  p.ldz = ldz;
+  p.state = st.ref();
+  p.d_inner = d_inner;
+  p.d_state = N;
+  p.y = y.as<float>();
+  if (step)
+    mamba::cuda::selective_scan_step(p, n_tok, b.view.slots, nullptr);
+  else
+    mamba::cuda::selective_scan_prefill(p, b.view, nullptr);
+
+  std::vector<double> s_ref = st.ref_copy(), y_ref(size_t(n_tok) * d_inner);
+  for (size_t s = 0; s < b.lens.size(); s++) {
+    for (int t = b.start[s]; t < b.start[s + 1]; t++) {
+      const float* B = &xdbl[size_t(t) * ldbc + R];
+      const float* C = B + N;
+      for (int c = 0; c < d_inner; c++) {
+        double* h = s_ref.data() + b.slots[s] * st.stride + int64_t(c) * N;
+        const double d = softplus(double(dt[size_t(t) * d_inner + c]) + dt_bias[c]);
+        const double xv = x[size_t(t) * d_inner + c];
+        double acc = 0;
+        for (int n = 0; n < N; n++) {
+          h[n] = std::exp(d * A[size_t(c) * N + n]) * h[n] + d * B[n] * xv;
+          acc += h[n] * C[n];
+        }
+        y_ref[size_t(t) * d_inner + c] = (acc + D[c] * xv) * silu(xz[size_t(t) * ldz + d_inner + c]);
+      }
+    }
+  }
+  const std::string op = step ? "selective_scan_step" : "selective_scan_prefill";
+  const std::string shape = "d_inner " + std::to_string(d_inner) + " N " + std::to_string(N) +
+                            " " + (step ? "slots " + join(b.slots) : b.name());
+  report(op + " y", shape, rel_l2(to_host<float>(y, y_ref.size()), y_ref), 2e-5);
+  report(op + " state", shape, rel_l2(st.result(), s_ref), 2e-5);
+}
+
+TEST_CASE("selective scan (Mamba-1): prefill and step") {
+  if (no_device()) return;
+  // mamba-130m, mamba-2.8b, and the fixtures' tiny shapes (N = 8, N = 4)
+  for (auto [d_inner, N, R] : std::vector<std::array<int, 3>>{
+           {1536, 16, 48}, {5120, 16, 160}, {32, 8, 1}, {48, 4, 5}}) {
+    if (quick() && d_inner == 5120) continue;
+    scan_case(d_inner, N, R, Batch({1}, {1}), false);
+    scan_case(d_inner, N, R, Batch({300}, {2}), false);  // crosses a 256-step chunk
+    scan_case(d_inner, N, R, Batch({3, 257, 64}, {3, 0, 1}), false);
+    scan_case(d_inner, N, R, Batch({1, 1, 1}, {2, 0, 3}), true);
+  }
+}
+
+// ---- Falcon B/C/dt RMS -------------------------------------------------------------------
+
+TEST_CASE("falcon_bcdt_rms: weightless norm of dt_low, B and C") {
+  if (no_device()) return;
+  // Falcon-Mamba-7B (dt_rank 256, N 16), mamba-2.8b-like, the fixture (dt_rank 1, N 8)
+  for (auto [R, N] : std::vector<std::array<int, 2>>{{256, 16}, {160, 16}, {1, 8}}) {
+    const int n = 6;
+    const int64_t ld = R + 2 * N;
+    const float eps = 1e-6f;
+    auto v = randn(size_t(n) * ld, 2.0f);
+    DeviceBuffer d = to_device(v);
+    mamba::cuda::falcon_bcdt_rms(d.as<float>(), ld, n, R, N, eps, nullptr);
+    std::vector<double> ref(v.begin(), v.end());
+    for (int r = 0; r < n; r++) {
+      for (auto [b, w] : std::vector<std::array<int, 2>>{{0, R}, {R, N}, {R + N, N}}) {
+        double ss = 0;
+        for (int j = 0; j < w; j++) ss += ref[r * ld + b + j] * ref[r * ld + b + j];
+        const double s = 1.0 / std::sqrt(ss / w + eps);
+        for (int j = 0; j < w; j++) ref[r * ld + b + j] *= s;
+      }
+    }
+    report("falcon_bcdt_rms", "dt_rank " + std::to_string(R) + " N " + std::to_string(N),
+           rel_l2(to_host<float>(d, ref.size()), ref), 1e-6);
+  }
+}
+
+// ---- Mamba-2 SSD -------------------------------------------------------------------------
+
+struct SsdShape {
+  int H, P, N, G;
+  float dt_min, dt_max;
+};
+
+void ssd_case(const SsdShape& sh, const Batch& b, bool step) {
+  const int H = sh.H, P = sh.P, N = sh.N, G = sh.G;
+  const int n_tok = b.n_tok();
+  const int d_inner = H * P;
+  const int64_t conv_dim = d_inner + 2 * int64_t(G) * N, lddt = H + 3;
+  auto xbc = randn(size_t(n_tok) * conv_dim);  // [x | B | C] per row, as the conv writes it
+  auto dt = randn(size_t(n_tok) * lddt, 0.5f);
+  auto dt_init = uniform(H, 1e-3f, 1e-1f);
+  std::vector<float> dt_bias(H);
+  for (int h = 0; h < H; h++) dt_bias[h] = std::log(std::expm1(dt_init[h]));
+  auto A = uniform(H, -16.0f, -1.0f);
+  auto D = randn(H, 0.5f, 1.0f);
+  States st(int64_t(H) * P * N);
+  DeviceBuffer dxbc = to_device(xbc), ddt = to_device(dt), dbias = to_device(dt_bias),
+               dA = to_device(A), dD = to_device(D);
+  DeviceBuffer y(size_t(n_tok) * d_inner * 4, "y");
+  mamba::cuda::SsdParams p;
+  p.x = dxbc.as<float>();
+  p.ldx = conv_dim;
+  p.B = dxbc.as<float>() + d_inner;
+  p.C = dxbc.as<float>() + d_inner + G * N;
+  p.ldbc = conv_dim;
+  p.dt = ddt.as<float>();
+  p.lddt = lddt;
+  p.dt_bias = dbias.as<float>();
+  p.A = dA.as<float>();
+  p.D = dD.as<float>();
+  p.dt_min = sh.dt_min;
+  p.dt_max = sh.dt_max;
+  p.state = st.ref();
+  p.n_heads = H;
+  p.head_dim = P;
+  p.d_state = N;
+  p.n_groups = G;
+  p.y = y.as<float>();
+  if (step) {
+    mamba::cuda::ssd_step(p, n_tok, b.view.slots, nullptr);
+  } else {
+    const size_t ws_bytes = mamba::cuda::ssd_workspace_bytes(p, b.view);
+    DeviceBuffer ws(ws_bytes, "ssd workspace");
+    mamba::cuda::ssd_prefill(p, b.view, ws.data(), ws_bytes, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  std::vector<double> s_ref = st.ref_copy(), y_ref(size_t(n_tok) * d_inner);
+  for (size_t s = 0; s < b.lens.size(); s++) {
+    for (int t = b.start[s]; t < b.start[s + 1]; t++) {
+      const float* row = &xbc[size_t(t) * conv_dim];
+      for (int h = 0; h < H; h++) {
+        const int g = h / (H / G);
+        double d = softplus(double(dt[size_t(t) * lddt + h]) + dt_bias[h]);
+        d = std::min<double>(std::max<double>(d, sh.dt_min), sh.dt_max);
+        const double dA = std::exp(d * A[h]);
+        const float* B = row + d_inner + g * N;
+        const float* C = row + d_inner + G * N + g * N;
+        for (int j = 0; j < P; j++) {
+          double* hs = s_ref.data() + b.slots[s] * st.stride + (int64_t(h) * P + j) * N;
+          const double xv = row[h * P + j];
+          double acc = 0;
+          for (int n = 0; n < N; n++) {
+            hs[n] = dA * hs[n] + d * xv * B[n];
+            acc += hs[n] * C[n];
+          }
+          y_ref[size_t(t) * d_inner + h * P + j] = acc + D[h] * xv;
+        }
+      }
+    }
+  }
+  const std::string op = step ? "ssd_step" : "ssd_prefill";
+  char shape[160];
+  std::snprintf(shape, sizeof shape, "H %d P %d N %d G %d%s %s", H, P, N, G,
+                std::isinf(sh.dt_max) ? "" : " clamp", (step ? "slots " + join(b.slots) : b.name()).c_str());
+  report(op + " y", shape, rel_l2(to_host<float>(y, y_ref.size()), y_ref), 2e-5);
+  report(op + " state", shape, rel_l2(st.result(), s_ref), 2e-5);
+}
+
+TEST_CASE("SSD (Mamba-2): chunked prefill and step") {
+  if (no_device()) return;
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<SsdShape> shapes = {
+      {80, 64, 128, 1, 0.0f, inf},    // mamba2-2.7b
+      {128, 64, 128, 8, 0.0f, inf},   // Mamba-Codestral-7B
+      {16, 4, 8, 2, 0.0f, 0.3f},      // fixture mamba2_g2_bias_bf16 (dt clamp)
+      {8, 16, 16, 4, 0.01f, inf},     // fixture mamba2_g4_f16, with a dt floor
+  };
+  for (const auto& sh : shapes) {
+    if (quick() && sh.H == 128) continue;
+    ssd_case(sh, Batch({1}, {1}), false);
+    ssd_case(sh, Batch({100}, {2}), false);  // one full chunk and a partial one
+    ssd_case(sh, Batch({3, 130, 64}, {3, 0, 1}), false);
+    ssd_case(sh, Batch({1, 1, 1}, {2, 0, 3}), true);
+  }
+}
+
+// ---- gated RMSNorm -----------------------------------------------------------------------
+
+TEST_CASE("gated_rmsnorm: per-group norm of y * SiLU(z)") {
+  if (no_device()) return;
+  for (auto [d_inner, G] : std::vector<std::array<int, 2>>{{5120, 1}, {8192, 8}, {64, 2}}) {
+    for (bool in_place : {false, true}) {
+      const int n = 4;
+      const int64_t ldz = 2 * int64_t(d_inner) + 9;
+      const float eps = 1e-5f;
+      auto y = randn(size_t(n) * d_inner), z = randn(size_t(n) * ldz),
+           w = randn(d_inner, 0.2f, 1.0f);
+      DeviceBuffer dy = to_device(y), dz = to_device(z), dw = to_device(w);
+      DeviceBuffer dout(size_t(n) * d_inner * 4, "out");
+      float* out = in_place ? dy.as<float>() : dout.as<float>();
+      mamba::cuda::gated_rmsnorm(dy.as<float>(), dz.as<float>(), ldz, dw.as<float>(), n, d_inner,
+                                 G, eps, out, nullptr);
+      std::vector<double> ref(y.size());
+      const int gs = d_inner / G;
+      for (int r = 0; r < n; r++) {
+        for (int g = 0; g < G; g++) {
+          double ss = 0;
+          for (int j = g * gs; j < (g + 1) * gs; j++) {
+            ref[r * d_inner + j] = y[r * d_inner + j] * silu(z[r * ldz + j]);
+            ss += ref[r * d_inner + j] * ref[r * d_inner + j];
+          }
+          const double s = 1.0 / std::sqrt(ss / gs + eps);
+          for (int j = g * gs; j < (g + 1) * gs; j++) ref[r * d_inner + j] *= s * w[j];
+        }
+      }
+      report("gated_rmsnorm", "d_inner " + std::to_string(d_inner) + " G " + std::to_string(G) +
+                                  (in_place ? " in place" : ""),
+             rel_l2(to_host<float>(in_place ? dy : dout, ref.size()), ref), 1e-5);
+    }
+  }
+}
+
+// ---- linear (cuBLAS) ---------------------------------------------------------------------
+
+TEST_CASE("linear: projections in f32, f16 and bf16") {
+  if (no_device()) return;
+  cublasHandle_t handle;
+  CUBLAS_CHECK(cublasCreate(&handle));
+  struct Case {
+    int rows, cols;
+    const char* what;
+  };
+  const std::vector<Case> cases = {
+      {3072, 768, "mamba-130m in_proj"},  {80, 1536, "mamba-130m x_proj"},
+      {1536, 48, "mamba-130m dt_proj"},   {2560, 5120, "mamba-2.8b out_proj"},
+      {10576, 2560, "mamba2-2.7b in_proj"}, {1000, 768, "LM head slice"},
+  };
+  for (const auto& c : cases) {
+    for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+      for (int n : {1, 7, 64}) {
+        if (n == 64 && int64_t(c.rows) * c.cols > (int64_t(3) << 20)) continue;  // host time
+        if (quick() && (n == 64 || int64_t(c.rows) * c.cols > (int64_t(3) << 20))) continue;
+        const bool bias = n == 7;
+        const int64_t ldx = c.cols + (n == 64 ? 5 : 0), ldy = c.rows + (n == 64 ? 3 : 0);
+        Weight W(randn(size_t(c.rows) * c.cols, 1.0f / std::sqrt(float(c.cols))), t);
+        auto x = randn(size_t(n) * ldx), b = randn(c.rows);
+        DeviceBuffer dx = to_device(x), db = to_device(b);
+        DeviceBuffer y(size_t(n) * ldy * 4, "y");
+        const mamba::cuda::DeviceMatrix dm{W.dev.data(), t, c.rows, c.cols};
+        DeviceBuffer scratch(std::max<size_t>(mamba::cuda::linear_scratch_bytes(dm, n), 1), "scratch");
+        mamba::cuda::linear(handle, dm, dx.as<float>(), ldx, n, y.as<float>(), ldy,
+                            bias ? db.as<float>() : nullptr, {scratch.data(), scratch.bytes()},
+                            nullptr);
+        const auto got_all = to_host<float>(y, size_t(n) * ldy);
+        std::vector<float> got;
+        std::vector<double> ref;
+        for (int r = 0; r < n; r++) {
+          for (int i = 0; i < c.rows; i++) {
+            double acc = bias ? b[i] : 0.0;
+            for (int j = 0; j < c.cols; j++)
+              acc += double(W.values[size_t(i) * c.cols + j]) * x[size_t(r) * ldx + j];
+            ref.push_back(acc);
+            got.push_back(got_all[size_t(r) * ldy + i]);
+          }
+        }
+        // 16-bit weights also round the activations to 16 bits before the product.
+        const double tol = t == DType::F32 ? 1e-5 : t == DType::F16 ? 1e-3 : 1e-2;
+        char shape[128];
+        std::snprintf(shape, sizeof shape, "%s (%d, %d) n %d%s", c.what, c.rows, c.cols, n,
+                      bias ? " +bias" : "");
+        report(std::string("linear ") + dname(t), shape, rel_l2(got, ref), tol);
+      }
+    }
+  }
+  CUBLAS_CHECK(cublasDestroy(handle));
+}
+
+// ---- errors ------------------------------------------------------------------------------
+
+TEST_CASE("errors: out of memory names the allocation; preconditions are checked") {
+  if (no_device()) return;
+  try {
+    DeviceBuffer huge(size_t(1) << 50, "weights blk.0.ssm_in.weight");
+    FAIL("a 1 PiB allocation succeeded");
+  } catch (const mamba::Error& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("out of GPU memory allocating weights blk.0.ssm_in.weight (") == 0);
+    CHECK(msg.find(" free)") != std::string::npos);
+  }
+  // The device stays usable after the failed allocation.
+  DeviceBuffer small(1024, "small");
+  CHECK(small.data() != nullptr);
+
+  mamba::cuda::Conv1dParams p;
+  float dummy_host = 0;
+  p.x = p.w = &dummy_host;
+  p.out = &dummy_host;
+  p.dim = 4;
+  p.ldx = 4;
+  p.d_conv = 9;
+  CHECK_THROWS_AS(mamba::cuda::conv1d_step(p, 1, reinterpret_cast<const int32_t*>(&dummy_host),
+                                           nullptr),
+                  mamba::Error);
+  mamba::cuda::SsdParams s;
+  s.x = s.B = s.C = s.dt = s.dt_bias = s.A = s.D = &dummy_host;
+  s.y = &dummy_host;
+  s.state = {&dummy_host, 1 << 20};
+  s.n_heads = 6;
+  s.n_groups = 4;  // heads must divide into groups
+  s.head_dim = 4;
+  s.d_state = 4;
+  s.ldx = s.ldbc = s.lddt = 64;
+  CHECK_THROWS_AS(mamba::cuda::ssd_step(s, 1, reinterpret_cast<const int32_t*>(&dummy_host),
+                                        nullptr),
+                  mamba::Error);
+}
+
+}  // namespace
