@@ -2,6 +2,7 @@
 // Tools catch them at main() and print "error: <message>" with a non-zero exit.
 #pragma once
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -20,6 +21,7 @@ template <typename... Args>
 namespace detail {
 inline void append(std::string& s, std::string_view v) { s.append(v); }
 inline void append(std::string& s, const char* v) { s.append(v); }
+inline void append(std::string& s, char* v) { s.append(v); }
 inline void append(std::string& s, const std::string& v) { s.append(v); }
 inline void append(std::string& s, char v) { s.push_back(v); }
 template <typename T>
