@@ -154,7 +154,7 @@ Vocab load_bpe(const std::string& path, const std::string& text, int64_t n_vocab
     if (!model["merges"].is_array()) fail(path, ": model.merges is not a list");
     merges.reserve(model["merges"].size());
     for (const auto& m : model["merges"]) {
-      if (m.is_string()) {
+      if (m.is_string() && m.get<std::string>().find(' ') != std::string::npos) {
         merges.push_back(m.get<std::string>());
       } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
         merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
