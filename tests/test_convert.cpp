@@ -1,7 +1,6 @@
 // mamba-convert: tiny HF directories built here (config.json + safetensors with seeded random
 // weights) are converted and read back with gguf::File; every key, shape and value is checked.
 #include <doctest/doctest.h>
-
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -197,8 +196,11 @@ json make_config(const Spec& s) {
          {"vocab_size", s.config_vocab},
          {"tie_word_embeddings", s.tie}};
   } else {
-    json ssm = {{"d_state", s.d_state}, {"d_conv", s.d_conv}, {"expand", s.expand},
-                {"bias", s.proj_bias}, {"conv_bias", s.conv_bias}};
+    json ssm = {{"d_state", s.d_state},
+                {"d_conv", s.d_conv},
+                {"expand", s.expand},
+                {"bias", s.proj_bias},
+                {"conv_bias", s.conv_bias}};
     if (s.layout == "ss_mamba2") {
       ssm["layer"] = "Mamba2";
       ssm["headdim"] = s.head_dim;
@@ -207,10 +209,17 @@ json make_config(const Spec& s) {
     } else if (s.dt_rank) {
       ssm["dt_rank"] = s.dt_rank;
     }
-    c = {{"d_model", s.d_model},  {"d_intermediate", 0}, {"n_layer", s.n_layer},
-         {"vocab_size", s.config_vocab}, {"ssm_cfg", ssm}, {"attn_layer_idx", json::array()},
-         {"attn_cfg", json::object()}, {"rms_norm", true}, {"residual_in_fp32", true},
-         {"fused_add_norm", true}, {"pad_vocab_size_multiple", s.mamba2() ? 16 : 8},
+    c = {{"d_model", s.d_model},
+         {"d_intermediate", 0},
+         {"n_layer", s.n_layer},
+         {"vocab_size", s.config_vocab},
+         {"ssm_cfg", ssm},
+         {"attn_layer_idx", json::array()},
+         {"attn_cfg", json::object()},
+         {"rms_norm", true},
+         {"residual_in_fp32", true},
+         {"fused_add_norm", true},
+         {"pad_vocab_size_multiple", s.mamba2() ? 16 : 8},
          {"tie_embeddings", s.tie}};
   }
   return c;
@@ -242,8 +251,8 @@ void write_weights(const Spec& s, const std::string& dir, const std::vector<SrcT
 }
 
 // Writes config.json and the weights into a fresh directory.
-std::string write_model(const Spec& s, const std::string& name, std::vector<SrcTensor>* out = nullptr,
-                        const json* config = nullptr) {
+std::string write_model(const Spec& s, const std::string& name,
+                        std::vector<SrcTensor>* out = nullptr, const json* config = nullptr) {
   const std::string dir = tmp_dir(name);
   const auto ts = make_tensors(s);
   write_text(dir + "/config.json", (config ? *config : make_config(s)).dump(2));
@@ -309,8 +318,9 @@ std::vector<Expected> expected_tensors(const Spec& s) {
   const uint64_t D = u(s.d_model), E = u(s.d_inner()), N = u(s.d_state), K = u(s.d_conv),
                  C = u(s.conv_dim()), R = u(s.rank()), H = u(s.n_heads()), G = u(s.n_groups),
                  V = u(s.rows), I = u(s.in_rows());
-  std::vector<Expected> e = {{"token_embd.weight", s.embedding_name(), Op::Matrix, {D, V}},
-                             {"output_norm.weight", s.prefix + "backbone.norm_f.weight", Op::F32, {D}}};
+  std::vector<Expected> e = {
+      {"token_embd.weight", s.embedding_name(), Op::Matrix, {D, V}},
+      {"output_norm.weight", s.prefix + "backbone.norm_f.weight", Op::F32, {D}}};
   if (!s.tie) e.push_back({"output.weight", s.prefix + "lm_head.weight", Op::Matrix, {D, V}});
   for (int64_t i = 0; i < s.n_layer; i++) {
     const std::string b = "blk." + std::to_string(i) + ".";
@@ -369,8 +379,9 @@ void check_model(const Spec& s, const std::vector<SrcTensor>& src, const gguf::F
   CHECK(f.get_int(a + ".ssm.state_size") == s.d_state);
   CHECK(f.get_int(a + ".ssm.conv_kernel") == s.d_conv);
   CHECK(f.get_float(a + ".attention.layer_norm_rms_epsilon") == doctest::Approx(1e-5));
-  CHECK(f.get_int("general.file_type") ==
-        (matrix == gguf::DType::F32 ? 0 : matrix == gguf::DType::F16 ? 1 : 32));
+  CHECK(f.get_int("general.file_type") == (matrix == gguf::DType::F32   ? 0
+                                           : matrix == gguf::DType::F16 ? 1
+                                                                        : 32));
   if (s.mamba2()) {
     CHECK(f.get_int(a + ".ssm.time_step_rank") == s.n_heads());
     CHECK(f.get_int(a + ".ssm.group_count") == s.n_groups);
@@ -447,8 +458,8 @@ TEST_CASE("convert: every source dtype with every outtype; 16-bit rounding is ex
                          : sd == st::DType::F16    ? gguf::DType::F16
                          : sd == st::DType::BF16   ? gguf::DType::BF16
                                                    : gguf::DType::F32;
-      const std::string name = "dtypes_" + std::string(st::dtype_name(sd)) + "_" +
-                               std::to_string(int(ot));
+      const std::string name =
+          "dtypes_" + std::string(st::dtype_name(sd)) + "_" + std::to_string(int(ot));
       INFO(name);
       round_trip(s, name, ot, want);
     }
@@ -641,15 +652,20 @@ TEST_CASE("hf_config: unsupported or contradictory configs are refused by name")
   err(R"({"model_type": "mamba", "hidden_size": "64", "num_hidden_layers": 2})",
       "'hidden_size' must be an integer");
   err(R"({"model_type": "mamba", "hidden_size": 64, "num_hidden_layers": 2,
-          "hidden_act": "gelu"})", "hidden_act");
+          "hidden_act": "gelu"})",
+      "hidden_act");
   err(R"({"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "num_heads": 8,
-          "head_dim": 8})", "num_heads (8) x head_dim (8) != expand x hidden_size (128)");
+          "head_dim": 8})",
+      "num_heads (8) x head_dim (8) != expand x hidden_size (128)");
   err(R"({"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "num_heads": 8,
-          "head_dim": 16, "norm_before_gate": true})", "norm_before_gate");
+          "head_dim": 16, "norm_before_gate": true})",
+      "norm_before_gate");
   err(R"({"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "num_heads": 8,
-          "head_dim": 16, "rms_norm": false})", "rms_norm");
+          "head_dim": 16, "rms_norm": false})",
+      "rms_norm");
   err(R"({"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "num_heads": 8,
-          "head_dim": 16, "intermediate_size": 100})", "intermediate_size (100)");
+          "head_dim": 16, "intermediate_size": 100})",
+      "intermediate_size (100)");
   err(R"({"d_model": 64, "n_layer": 2, "attn_layer_idx": [1]})",
       "hybrid attention layers are not supported");
   err(R"({"d_model": 64, "n_layer": 2, "d_intermediate": 256})", "d_intermediate");
@@ -722,16 +738,18 @@ TEST_CASE("convert: tensors that are missing, extra, misshapen or contradict the
     return out;
   };
 
-  expect_convert_error(write_with("err_missing", without("backbone.layers.1.mixer.x_proj.weight"),
-                                  make_config(s)),
-                       "missing tensor 'backbone.layers.1.mixer.x_proj.weight'");
-  expect_convert_error(write_with("err_no_embd", without("backbone.embeddings.weight"), make_config(s)),
-                       "missing tensor 'backbone.embeddings.weight'");
+  expect_convert_error(
+      write_with("err_missing", without("backbone.layers.1.mixer.x_proj.weight"), make_config(s)),
+      "missing tensor 'backbone.layers.1.mixer.x_proj.weight'");
+  expect_convert_error(
+      write_with("err_no_embd", without("backbone.embeddings.weight"), make_config(s)),
+      "missing tensor 'backbone.embeddings.weight'");
 
   auto extra = ts;
   extra.push_back({"backbone.layers.0.mixer.foo.weight", {2}, {1, 2}});
-  expect_convert_error(write_with("err_extra", extra, make_config(s)),
-                       "unexpected tensor 'backbone.layers.0.mixer.foo.weight' in model.safetensors");
+  expect_convert_error(
+      write_with("err_extra", extra, make_config(s)),
+      "unexpected tensor 'backbone.layers.0.mixer.foo.weight' in model.safetensors");
   extra = ts;
   extra.push_back({"backbone.layers.2.norm.weight", {32}, std::vector<float>(32, 1.0f)});
   expect_convert_error(write_with("err_extra_layer", extra, make_config(s)),

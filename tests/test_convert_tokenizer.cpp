@@ -47,7 +47,7 @@ std::string model_dir(const std::string& name, bool mamba2, int64_t vocab_size,
                       json extra = json::object()) {
   const std::string dir = tmp_dir(name);
   json c = mamba2 ? json{{"model_type", "mamba2"}, {"hidden_size", 32}, {"num_hidden_layers", 1},
-                         {"num_heads", 4}, {"head_dim", 16}, {"n_groups", 1}}
+                         {"num_heads", 4},         {"head_dim", 16},    {"n_groups", 1}}
                   : json{{"model_type", "mamba"}, {"hidden_size", 32}, {"num_hidden_layers", 1}};
   c["vocab_size"] = vocab_size;
   c.update(extra);
@@ -75,19 +75,19 @@ Result convert_vocab(const std::string& dir) {
 
 // A small byte-level BPE tokenizer.json with a gap in its ids (7) and added tokens.
 json small_bpe() {
-  return json{
-      {"version", "1.0"},
-      {"added_tokens",
-       {{{"id", 5}, {"content", "<|endoftext|>"}, {"special", true}},
-        {{"id", 6}, {"content", "  "}, {"special", false}},
-        {{"id", 8}, {"content", "<|sep|>"}, {"special", true}}}},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
-      {"model",
-       {{"type", "BPE"},
-        {"unk_token", "<unk>"},
-        {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}, {"\xc4\xa0", 3}, {"<unk>", 4}}},
-        {"merges", {"a b", "\xc4\xa0 ab"}}}}};
+  return json{{"version", "1.0"},
+              {"added_tokens",
+               {{{"id", 5}, {"content", "<|endoftext|>"}, {"special", true}},
+                {{"id", 6}, {"content", "  "}, {"special", false}},
+                {{"id", 8}, {"content", "<|sep|>"}, {"special", true}}}},
+              {"normalizer", nullptr},
+              {"pre_tokenizer",
+               {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}}},
+              {"model",
+               {{"type", "BPE"},
+                {"unk_token", "<unk>"},
+                {"vocab", {{"a", 0}, {"b", 1}, {"ab", 2}, {"\xc4\xa0", 3}, {"<unk>", 4}}},
+                {"merges", {"a b", "\xc4\xa0 ab"}}}}};
 }
 
 // ---- a SentencePiece model written field by field (the protobuf wire format) ------------------
@@ -104,7 +104,9 @@ std::string varint(uint64_t v) {
 std::string field_bytes(int field, const std::string& s) {
   return varint(uint64_t(field) << 3 | 2) + varint(s.size()) + s;
 }
-std::string field_varint(int field, int64_t v) { return varint(uint64_t(field) << 3) + varint(uint64_t(v)); }
+std::string field_varint(int field, int64_t v) {
+  return varint(uint64_t(field) << 3) + varint(uint64_t(v));
+}
 std::string field_float(int field, float f) {
   std::string out = varint(uint64_t(field) << 3 | 5);
   out.append(reinterpret_cast<const char*>(&f), 4);
@@ -118,25 +120,35 @@ struct Piece {
   float score;
   int type;
 };
-const std::vector<Piece> kPieces = {{"<unk>", 0, 2},  {"<s>", 0, 3},   {"</s>", 0, 3},
-                                    {"c", -3, 1}, {"\xe2\x96\x81" "a", -1, 1},
-                                    {"b", -2, 1},     {"ab", -1.5, 1}, {"zz", 0, 5},
+const std::vector<Piece> kPieces = {{"<unk>", 0, 2},
+                                    {"<s>", 0, 3},
+                                    {"</s>", 0, 3},
+                                    {"c", -3, 1},
+                                    {"\xe2\x96\x81"
+                                     "a",
+                                     -1, 1},
+                                    {"b", -2, 1},
+                                    {"ab", -1.5, 1},
+                                    {"zz", 0, 5},
                                     {"<mask>", 0, 4}};
 std::string small_sentencepiece() {
   std::string model;
   for (const auto& p : kPieces)
-    model += field_bytes(1, field_bytes(1, p.text) + field_float(2, p.score) + field_varint(3, p.type));
+    model +=
+        field_bytes(1, field_bytes(1, p.text) + field_float(2, p.score) + field_varint(3, p.type));
   // trainer_spec: model_type 1 (unigram), unk_id 0, bos_id 1, eos_id 2; pad_id keeps its
   // default -1 (none). Byte pieces would need all 256 of them: the Mistral test covers those.
-  model += field_bytes(2, field_varint(3, 1) + field_varint(40, 0) + field_varint(41, 1) +
-                              field_varint(42, 2));
+  model += field_bytes(
+      2, field_varint(3, 1) + field_varint(40, 0) + field_varint(41, 1) + field_varint(42, 2));
   // normalizer_spec: name "identity", add_dummy_prefix true
   model += field_bytes(3, field_bytes(1, "identity") + field_varint(3, 1));
   return model;
 }
 
-const std::string kNeox = std::string(MAMBA_SOURCE_DIR) + "/../shared/data/tokenizers/gpt-neox-20b.tokenizer.json";
-const std::string kMistral = std::string(MAMBA_SOURCE_DIR) + "/../shared/data/tokenizers/mistral-v3.tokenizer.model";
+const std::string kNeox =
+    std::string(MAMBA_SOURCE_DIR) + "/../shared/data/tokenizers/gpt-neox-20b.tokenizer.json";
+const std::string kMistral =
+    std::string(MAMBA_SOURCE_DIR) + "/../shared/data/tokenizers/mistral-v3.tokenizer.model";
 
 }  // namespace
 
@@ -159,8 +171,8 @@ TEST_CASE("tokenizer: BPE tokenizer.json -> gpt2 tokens, types, merges, special 
   CHECK(f.get_str("tokenizer.ggml.model") == "gpt2");
   CHECK(f.get_str("tokenizer.ggml.pre") == "olmo");
   const std::vector<std::string> tokens = {
-      "a", "b", "ab", "\xc4\xa0", "<unk>", "<|endoftext|>", "  ", "[PAD7]", "<|sep|>",
-      "[PAD9]", "[PAD10]", "[PAD11]", "[PAD12]", "[PAD13]", "[PAD14]", "[PAD15]"};
+      "a",       "b",      "ab",      "\xc4\xa0", "<unk>",   "<|endoftext|>", "  ",      "[PAD7]",
+      "<|sep|>", "[PAD9]", "[PAD10]", "[PAD11]",  "[PAD12]", "[PAD13]",       "[PAD14]", "[PAD15]"};
   CHECK(f.get_str_array("tokenizer.ggml.tokens") == tokens);
   const std::vector<int64_t> types = {1, 1, 1, 1, 2, 3, 4, 5, 3, 5, 5, 5, 5, 5, 5, 5};
   CHECK(f.get_int_array("tokenizer.ggml.token_type") == types);
@@ -174,13 +186,15 @@ TEST_CASE("tokenizer: BPE tokenizer.json -> gpt2 tokens, types, merges, special 
   CHECK(f.get_bool("tokenizer.ggml.add_eos_token") == false);
   CHECK(f.get_str("tokenizer.chat_template") == "{{ messages }}");
   REQUIRE(r.warnings.size() == 1);
-  CHECK(r.warnings[0].find("pad_token '<|padding|>' is not in the vocabulary") != std::string::npos);
+  CHECK(r.warnings[0].find("pad_token '<|padding|>' is not in the vocabulary") !=
+        std::string::npos);
   CHECK_FALSE(f.has("tokenizer.ggml.scores"));
   CHECK(f.tensors().empty());
 }
 
 TEST_CASE("tokenizer: merges as pairs, other pre-tokenizers, ids from config.json") {
-  const std::string dir = model_dir("bpe_pairs", true, 9, {{"bos_token_id", 5}, {"eos_token_id", {8, 5}}});
+  const std::string dir =
+      model_dir("bpe_pairs", true, 9, {{"bos_token_id", 5}, {"eos_token_id", {8, 5}}});
   json tok = small_bpe();
   tok["model"]["merges"] = json::parse("[[\"a\", \"b\"], [\"\xc4\xa0\", \"ab\"]]");
   tok["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", json::array()}};
@@ -211,8 +225,8 @@ TEST_CASE("tokenizer: malformed or oversized tokenizers are refused") {
     CHECK_THROWS_WITH_AS(cv::convert(opt), doctest::Contains(needle.c_str()), Error);
     CHECK_FALSE(fs::exists(opt.out_path));
   };
-  const std::string dir = model_dir("bpe_bad", false, 8);  // n_vocab 8
-  write_text(dir + "/tokenizer.json", small_bpe().dump());   // uses id 8
+  const std::string dir = model_dir("bpe_bad", false, 8);   // n_vocab 8
+  write_text(dir + "/tokenizer.json", small_bpe().dump());  // uses id 8
   err(dir, "token id 8 does not fit the model's vocabulary of 8 embedding rows");
 
   json tok = small_bpe();

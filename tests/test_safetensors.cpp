@@ -121,9 +121,8 @@ TEST_CASE("safetensors: written tensors read back with names, shapes, dtypes and
 
 TEST_CASE("safetensors: a well-formed hand-made buffer parses; tensors come back in file order") {
   const std::string data(24, '\x01');
-  const std::string header =
-      R"({"z":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-      R"("a":{"dtype":"BF16","shape":[4,2],"data_offsets":[8,24]}})";
+  const std::string header = R"({"z":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                             R"("a":{"dtype":"BF16","shape":[4,2],"data_offsets":[8,24]}})";
   auto f = parse(raw_file(header + "   ", data));  // trailing spaces pad headers
   REQUIRE(f->tensors().size() == 2);
   CHECK(f->tensors()[0].name == "z");
@@ -154,9 +153,8 @@ TEST_CASE("safetensors: malformed headers are rejected with a message naming the
   expect_error(one(R"({"dtype":"F32","shape":[-4],"data_offsets":[0,16]})"), "non-negative");
   expect_error(one(R"({"dtype":"F32","shape":[2.5],"data_offsets":[0,16]})"), "non-negative");
   expect_error(one(R"({"dtype":"F32","data_offsets":[0,16]})"), "shape");
-  expect_error(
-      one(R"({"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,16]})"),
-      "overflows");
+  expect_error(one(R"({"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,16]})"),
+               "overflows");
   expect_error(one(R"({"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]})"),
                "overflows");
   expect_error(one(R"({"dtype":"F32","shape":[4],"data_offsets":[0]})"), "data_offsets");

@@ -14,8 +14,7 @@ namespace {
 void add_file(Checkpoint& ck, std::unique_ptr<safetensors::File> file, const std::string& name) {
   for (const auto& t : file->tensors()) {
     auto [it, inserted] = ck.tensors.emplace(t.name, Checkpoint::Entry{&t, name});
-    if (!inserted)
-      fail("tensor '", t.name, "' appears in both ", it->second.file, " and ", name);
+    if (!inserted) fail("tensor '", t.name, "' appears in both ", it->second.file, " and ", name);
   }
   ck.files.push_back(std::move(file));
 }
@@ -47,8 +46,9 @@ std::unique_ptr<Checkpoint> open_checkpoint(const std::string& dir) {
   if (!is_regular_file(index_path)) {
     if (is_regular_file(join_path(dir, "pytorch_model.bin")) ||
         is_regular_file(join_path(dir, "pytorch_model.bin.index.json")))
-      fail(dir, " has PyTorch .bin weights but no model.safetensors; only safetensors weights "
-                "can be converted (save the model with safe_serialization)");
+      fail(dir,
+           " has PyTorch .bin weights but no model.safetensors; only safetensors weights "
+           "can be converted (save the model with safe_serialization)");
     fail(dir, " has no model.safetensors or model.safetensors.index.json");
   }
 

@@ -47,7 +47,8 @@ class Sources {
     for (const auto& [name, entry] : ck.tensors) {
       auto [it, inserted] = items_.emplace(canonical_name(name), Item{name, &entry});
       if (!inserted)
-        fail("tensors '", it->second.original, "' and '", name, "' are the same weight under two names");
+        fail("tensors '", it->second.original, "' and '", name,
+             "' are the same weight under two names");
     }
   }
 
@@ -81,7 +82,8 @@ class Sources {
                               const std::string& flag) {
     if (configured) return take(name, {shape}, (flag + " = true").c_str());
     if (items_.count(name))
-      fail("unexpected tensor '", items_.at(name).original, "' (config.json has ", flag, " = false)");
+      fail("unexpected tensor '", items_.at(name).original, "' (config.json has ", flag,
+           " = false)");
     return nullptr;
   }
 
@@ -141,8 +143,9 @@ struct Plan {
 };
 
 std::string dims_text(const ModelConfig& c) {
-  std::string s = "d_model " + std::to_string(c.d_model) + ", d_inner " + std::to_string(c.d_inner) +
-                  ", d_state " + std::to_string(c.d_state) + ", d_conv " + std::to_string(c.d_conv);
+  std::string s = "d_model " + std::to_string(c.d_model) + ", d_inner " +
+                  std::to_string(c.d_inner) + ", d_state " + std::to_string(c.d_state) +
+                  ", d_conv " + std::to_string(c.d_conv);
   if (c.arch == Arch::Mamba1) return s + ", dt_rank " + std::to_string(c.dt_rank);
   return s + ", n_heads " + std::to_string(c.n_heads) + ", n_groups " + std::to_string(c.n_groups);
 }
@@ -156,20 +159,25 @@ const st::Tensor* check_embedding(Sources& src, const HfConfig& h) {
     fail("tensor 'backbone.embeddings.weight' has shape ", shape_str(e->shape),
          ", expected (n_vocab, ", d_model, ") for config.json's hidden size ", d_model);
   if (e->shape[0] > uint64_t(1) << 24)
-    fail("tensor 'backbone.embeddings.weight' has ", e->shape[0], " rows, too many for a vocabulary");
+    fail("tensor 'backbone.embeddings.weight' has ", e->shape[0],
+         " rows, too many for a vocabulary");
   if (h.vocab_size > int64_t(e->shape[0]))
-    fail("config.json vocab_size (", h.vocab_size, ") is larger than the embedding's ",
-         e->shape[0], " rows");
+    fail("config.json vocab_size (", h.vocab_size, ") is larger than the embedding's ", e->shape[0],
+         " rows");
   src.mark_taken("backbone.embeddings.weight");
   return e;
 }
 
 gguf::DType resolve_outtype(OutType t, st::DType source) {
   switch (t) {
-    case OutType::F32: return gguf::DType::F32;
-    case OutType::F16: return gguf::DType::F16;
-    case OutType::BF16: return gguf::DType::BF16;
-    case OutType::Auto: break;
+    case OutType::F32:
+      return gguf::DType::F32;
+    case OutType::F16:
+      return gguf::DType::F16;
+    case OutType::BF16:
+      return gguf::DType::BF16;
+    case OutType::Auto:
+      break;
   }
   if (source == st::DType::F16) return gguf::DType::F16;
   if (source == st::DType::BF16) return gguf::DType::BF16;
@@ -225,8 +233,7 @@ Plan make_plan(const HfConfig& h, const Checkpoint& ck, OutType outtype,
       add(b + "ssm_dt.weight", src.take(m + "dt_proj.weight", {{d_inner, dt_rank}}), Op::Matrix,
           {dt_rank, d_inner});
       add(b + "ssm_dt.bias", src.take(m + "dt_proj.bias", {{d_inner}}), Op::F32, {d_inner});
-      add(b + "ssm_a", src.take(m + "A_log", {{d_inner, d_state}}), Op::NegExp,
-          {d_state, d_inner});
+      add(b + "ssm_a", src.take(m + "A_log", {{d_inner, d_state}}), Op::NegExp, {d_state, d_inner});
       add(b + "ssm_d", src.take(m + "D", {{d_inner}}), Op::F32, {d_inner});
     } else {
       const uint64_t n_heads = u(c.n_heads), n_groups = u(c.n_groups);
@@ -259,8 +266,9 @@ Plan make_plan(const HfConfig& h, const Checkpoint& ck, OutType outtype,
     if (h.tie_embeddings) {
       plan.tied = true;
       if (!same && warn)
-        warn("lm_head.weight differs from the embedding, but config.json ties them; using the "
-             "embedding (as transformers does)");
+        warn(
+            "lm_head.weight differs from the embedding, but config.json ties them; using the "
+            "embedding (as transformers does)");
     } else {
       add("output.weight", head, Op::Matrix, {d_model, u(c.n_vocab)});
     }
@@ -293,7 +301,8 @@ void produce(const Planned& p, uint8_t* out, size_t n_bytes) {
   const st::Tensor& s = *p.src;
   const uint64_t n = s.n_elements;
   if (n_bytes != n * gguf::dtype_size(p.dtype))
-    fail("internal error: ", p.name, " needs ", n * gguf::dtype_size(p.dtype), " bytes, got ", n_bytes);
+    fail("internal error: ", p.name, " needs ", n * gguf::dtype_size(p.dtype), " bytes, got ",
+         n_bytes);
   if (p.op != Op::NegExp && same_format(s.dtype, p.dtype)) {
     std::memcpy(out, s.data, n_bytes);
     return;
@@ -317,9 +326,12 @@ void produce(const Planned& p, uint8_t* out, size_t n_bytes) {
 
 uint32_t file_type_of(gguf::DType t) {  // llama.cpp's LLAMA_FTYPE
   switch (t) {
-    case gguf::DType::F32: return 0;   // ALL_F32
-    case gguf::DType::F16: return 1;   // MOSTLY_F16
-    case gguf::DType::BF16: return 32; // MOSTLY_BF16
+    case gguf::DType::F32:
+      return 0;  // ALL_F32
+    case gguf::DType::F16:
+      return 1;  // MOSTLY_F16
+    case gguf::DType::BF16:
+      return 32;  // MOSTLY_BF16
   }
   return 0;
 }

@@ -23,7 +23,8 @@ bool is_directory(const std::string& path) {
 
 std::string read_whole_file(const std::string& path, uint64_t max_bytes) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) fail("cannot open ", path, ": ", std::string(std::strerror(errno)));
+  if (::stat(path.c_str(), &st) != 0)
+    fail("cannot open ", path, ": ", std::string(std::strerror(errno)));
   if (S_ISDIR(st.st_mode)) fail(path, " is a directory, expected a file");
   if (!S_ISREG(st.st_mode)) fail(path, " is not a regular file");
   if (uint64_t(st.st_size) > max_bytes)

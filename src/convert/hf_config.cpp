@@ -32,8 +32,7 @@ struct Fields {
   int64_t integer(const char* key, int64_t def) const {
     const json* v = get(key);
     if (!v) return def;
-    if (!v->is_number_integer())
-      fail(where, ": '", key, "' must be an integer, got ", v->dump());
+    if (!v->is_number_integer()) fail(where, ": '", key, "' must be an integer, got ", v->dump());
     return v->get<int64_t>();
   }
   int64_t required_integer(const char* key) const {
@@ -91,7 +90,8 @@ int64_t expanded(const Fields& f, const char* key, double expand, int64_t d_mode
 int64_t dt_rank_of(const Fields& f, const char* key, int64_t d_model) {
   const json* v = f.get(key);
   if (!v || (v->is_string() && v->get<std::string>() == "auto")) return (d_model + 15) / 16;
-  if (!v->is_number_integer()) fail(f.where, ": '", key, "' must be an integer or \"auto\", got ", v->dump());
+  if (!v->is_number_integer())
+    fail(f.where, ": '", key, "' must be an integer or \"auto\", got ", v->dump());
   return positive(f, key, v->get<int64_t>());
 }
 
@@ -187,9 +187,11 @@ HfConfig from_state_spaces(const Fields& f) {
   h.state_spaces = true;
   ModelConfig& c = h.model;
 
-  if (f.integer("d_intermediate", 0) != 0) fail(f.where, ": hybrid MLP layers (d_intermediate != 0) are not supported");
+  if (f.integer("d_intermediate", 0) != 0)
+    fail(f.where, ": hybrid MLP layers (d_intermediate != 0) are not supported");
   if (const json* attn = f.get("attn_layer_idx")) {
-    if (!attn->is_array() || !attn->empty()) fail(f.where, ": hybrid attention layers are not supported");
+    if (!attn->is_array() || !attn->empty())
+      fail(f.where, ": hybrid attention layers are not supported");
   }
   if (!f.boolean("rms_norm", true))
     fail(f.where, ": rms_norm = false (LayerNorm) is not supported");
@@ -317,10 +319,14 @@ HfConfig parse_hf_config(const std::string& text, const std::string& what) {
   if (name.empty()) {
     if (const json* mt = f.get("model_type")) {
       const std::string t = mt->is_string() ? mt->get<std::string>() : mt->dump();
-      if (t == "mamba") name = "MambaForCausalLM";
-      else if (t == "falcon_mamba") name = "FalconMambaForCausalLM";
-      else if (t == "mamba2") name = "Mamba2ForCausalLM";
-      else fail("unsupported architecture '", t, "' ", kSupported);
+      if (t == "mamba")
+        name = "MambaForCausalLM";
+      else if (t == "falcon_mamba")
+        name = "FalconMambaForCausalLM";
+      else if (t == "mamba2")
+        name = "Mamba2ForCausalLM";
+      else
+        fail("unsupported architecture '", t, "' ", kSupported);
     } else if (f.has("d_model") && f.has("n_layer")) {
       return from_state_spaces(f);
     } else {

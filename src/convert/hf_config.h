@@ -21,14 +21,14 @@
 namespace mamba::convert {
 
 struct HfConfig {
-  ModelConfig model;        // n_vocab = 0 until the weights are seen
-  std::string source;       // "MambaForCausalLM", ..., or "state-spaces config"
+  ModelConfig model;   // n_vocab = 0 until the weights are seen
+  std::string source;  // "MambaForCausalLM", ..., or "state-spaces config"
   bool state_spaces = false;
-  int64_t vocab_size = 0;   // config's vocab_size; 0 when absent
+  int64_t vocab_size = 0;          // config's vocab_size; 0 when absent
   int64_t pad_vocab_multiple = 8;  // what the training code padded the vocab to
   bool tie_embeddings = true;
-  bool proj_bias = false;   // in_proj and out_proj have biases
-  bool conv_bias = true;    // conv1d has a bias
+  bool proj_bias = false;  // in_proj and out_proj have biases
+  bool conv_bias = true;   // conv1d has a bias
   // Special token ids from config.json, a fallback for the tokenizer metadata.
   std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
 

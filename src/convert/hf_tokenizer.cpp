@@ -18,7 +18,12 @@ using json = nlohmann::json;
 namespace {
 
 enum TokenType : int32_t {
-  kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6,
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
 };
 
 constexpr uint64_t kMaxTokenizerBytes = 512u << 20;
@@ -95,9 +100,10 @@ std::string pre_tokenizer_name(const json& tok) {
   auto pre = tok.find("pre_tokenizer");
   if (pre == tok.end() || !pre->is_object()) return "default";
   const bool byte_level = pre->value("type", "") == "ByteLevel";
-  const bool prefix_space = pre->contains("add_prefix_space") && (*pre)["add_prefix_space"].is_boolean()
-                                ? (*pre)["add_prefix_space"].get<bool>()
-                                : true;  // the tokenizers library's default
+  const bool prefix_space =
+      pre->contains("add_prefix_space") && (*pre)["add_prefix_space"].is_boolean()
+          ? (*pre)["add_prefix_space"].get<bool>()
+          : true;  // the tokenizers library's default
   const bool regex = !(pre->contains("use_regex") && (*pre)["use_regex"] == false);
   return byte_level && !prefix_space && regex ? "olmo" : "default";
 }
@@ -115,7 +121,8 @@ Vocab load_bpe(const std::string& path, const std::string& text, int64_t n_vocab
   const json& model = tok["model"];
   const std::string type = model.value("type", model.contains("merges") ? "BPE" : "");
   if (type != "BPE") fail(path, ": tokenizer model type '", type, "' is not supported (only BPE)");
-  if (!model.contains("vocab") || !model["vocab"].is_object()) fail(path, ": model.vocab is not an object");
+  if (!model.contains("vocab") || !model["vocab"].is_object())
+    fail(path, ": model.vocab is not an object");
 
   Vocab v(n_vocab);
   for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
@@ -144,7 +151,10 @@ Vocab load_bpe(const std::string& path, const std::string& text, int64_t n_vocab
       if (id >= n_vocab) too_many_tokens(path, id, n_vocab);
       const bool special = a.value("special", false);
       const bool is_unk = v.used[size_t(id)] && v.types[size_t(id)] == kUnknown;
-      v.set(id, a["content"].get<std::string>(), is_unk ? kUnknown : special ? kControl : kUserDefined);
+      v.set(id, a["content"].get<std::string>(),
+            is_unk    ? kUnknown
+            : special ? kControl
+                      : kUserDefined);
     }
   }
 
@@ -176,8 +186,8 @@ Vocab load_bpe(const std::string& path, const std::string& text, int64_t n_vocab
 
 // ---- SentencePiece from tokenizer.model ---------------------------------------------------
 
-Vocab load_sentencepiece(const std::string& path, const json& tc, int64_t n_vocab,
-                         gguf::Writer& w, sentencepiece::SentencePieceProcessor& sp) {
+Vocab load_sentencepiece(const std::string& path, const json& tc, int64_t n_vocab, gguf::Writer& w,
+                         sentencepiece::SentencePieceProcessor& sp) {
   const std::string bytes = read_whole_file(path, kMaxTokenizerBytes);
   const auto status = sp.LoadFromSerializedProto(bytes);
   if (!status.ok()) fail(path, ": not a valid SentencePiece model (", status.ToString(), ")");
@@ -188,10 +198,14 @@ Vocab load_sentencepiece(const std::string& path, const json& tc, int64_t n_voca
   v.scores.assign(size_t(n_vocab), -1000.0f);
   for (int id = 0; id < n; id++) {
     int32_t type = kNormal;
-    if (sp.IsUnknown(id)) type = kUnknown;
-    else if (sp.IsControl(id)) type = kControl;
-    else if (sp.IsUnused(id)) type = kUnused;
-    else if (sp.IsByte(id)) type = kByte;
+    if (sp.IsUnknown(id))
+      type = kUnknown;
+    else if (sp.IsControl(id))
+      type = kControl;
+    else if (sp.IsUnused(id))
+      type = kUnused;
+    else if (sp.IsByte(id))
+      type = kByte;
     v.set(id, sp.IdToPiece(id), type);
     v.scores[size_t(id)] = sp.GetScore(id);
   }
@@ -260,8 +274,8 @@ TokenizerSummary add_tokenizer(const std::string& dir, const HfConfig& cfg, int6
     vocab.emplace(load_sentencepiece(sp_path, tc, n_vocab, w, sp));
     summary = {"llama", sp_path, vocab->n_tokens};
   } else {
-    vocab.emplace(load_bpe(json_path, read_whole_file(json_path, kMaxTokenizerBytes), n_vocab, w,
-                           &unk));
+    vocab.emplace(
+        load_bpe(json_path, read_whole_file(json_path, kMaxTokenizerBytes), n_vocab, w, &unk));
     summary = {"gpt2", json_path, vocab->n_tokens};
   }
 
@@ -305,7 +319,8 @@ TokenizerSummary add_tokenizer(const std::string& dir, const HfConfig& cfg, int6
   w.set_bool("tokenizer.ggml.add_bos_token", flag("add_bos_token", use_sp));
   w.set_bool("tokenizer.ggml.add_eos_token", flag("add_eos_token", false));
   auto tmpl = tc.find("chat_template");
-  if (tmpl != tc.end() && tmpl->is_string()) w.set_str("tokenizer.chat_template", tmpl->get<std::string>());
+  if (tmpl != tc.end() && tmpl->is_string())
+    w.set_str("tokenizer.chat_template", tmpl->get<std::string>());
   return summary;
 }
 

@@ -24,12 +24,11 @@ struct DTypeInfo {
   size_t size;
 };
 constexpr DTypeInfo kDTypes[] = {
-    {DType::BOOL, "BOOL", 1},       {DType::U8, "U8", 1},     {DType::I8, "I8", 1},
-    {DType::F8_E5M2, "F8_E5M2", 1}, {DType::F8_E4M3, "F8_E4M3", 1},
-    {DType::I16, "I16", 2},         {DType::U16, "U16", 2},   {DType::F16, "F16", 2},
-    {DType::BF16, "BF16", 2},       {DType::I32, "I32", 4},   {DType::U32, "U32", 4},
-    {DType::F32, "F32", 4},         {DType::F64, "F64", 8},   {DType::I64, "I64", 8},
-    {DType::U64, "U64", 8},
+    {DType::BOOL, "BOOL", 1},       {DType::U8, "U8", 1},           {DType::I8, "I8", 1},
+    {DType::F8_E5M2, "F8_E5M2", 1}, {DType::F8_E4M3, "F8_E4M3", 1}, {DType::I16, "I16", 2},
+    {DType::U16, "U16", 2},         {DType::F16, "F16", 2},         {DType::BF16, "BF16", 2},
+    {DType::I32, "I32", 4},         {DType::U32, "U32", 4},         {DType::F32, "F32", 4},
+    {DType::F64, "F64", 8},         {DType::I64, "I64", 8},         {DType::U64, "U64", 8},
 };
 
 // The format's own limit on the header; a larger length is a corrupt or hostile file.
@@ -135,8 +134,7 @@ void File::parse() {
   if (size_ < 8) fail(P, ": too small to be a safetensors file (", size_, " bytes)");
   const uint64_t header_len = read_u64_le(base_);
   if (header_len > size_ - 8)
-    fail(P, ": header length ", header_len, " runs past the end of the file (", size_,
-         " bytes)");
+    fail(P, ": header length ", header_len, " runs past the end of the file (", size_, " bytes)");
   if (header_len > kMaxHeaderBytes)
     fail(P, ": header length ", header_len, " exceeds the format's 100 MiB limit");
   const uint8_t* data_start = base_ + 8 + header_len;
@@ -156,7 +154,8 @@ void File::parse() {
     if (name == "__metadata__") {
       if (!v.is_object()) fail(P, ": __metadata__ is not a JSON object");
       for (auto m = v.begin(); m != v.end(); ++m)
-        metadata_[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+        metadata_[m.key()] =
+            m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
       continue;
     }
     auto bad = [&](const char* why) { fail(P, ": tensor '", name, "': ", why); };
@@ -192,8 +191,8 @@ void File::parse() {
       fail(P, ": tensor '", name, "' data [", begin, ", ", end, ") runs past the end of the file (",
            data_size, " data bytes)");
     if (end - begin != t.n_bytes)
-      fail(P, ": tensor '", name, "' has ", end - begin, " data bytes, but its shape and dtype need ",
-           t.n_bytes);
+      fail(P, ": tensor '", name, "' has ", end - begin,
+           " data bytes, but its shape and dtype need ", t.n_bytes);
     t.data = data_start + begin;
     tensors_.push_back(std::move(t));
   }

@@ -20,7 +20,11 @@
 
 namespace mamba::safetensors {
 
-enum class DType { BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64 };
+// clang-format off
+enum class DType {
+  BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64,
+};
+// clang-format on
 const char* dtype_name(DType t);  // the header spelling, e.g. "BF16"
 size_t dtype_size(DType t);       // bytes per element
 // F64, F32, F16 and BF16 are the ones the converter can read as numbers.
@@ -48,7 +52,7 @@ class File {
 
   const std::string& path() const { return path_; }
   const std::vector<Tensor>& tensors() const { return tensors_; }  // in data-offset order
-  const Tensor* find(const std::string& name) const;              // nullptr when absent
+  const Tensor* find(const std::string& name) const;               // nullptr when absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
