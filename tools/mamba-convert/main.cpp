@@ -17,6 +17,10 @@ void draw_progress(uint64_t done, uint64_t total) {
   constexpr int kWidth = 30;
   const double frac = total ? double(done) / double(total) : 1.0;
   const int filled = int(frac * kWidth);
+  static int last_permille = -1;  // redraw only when the bar visibly moves
+  const int permille = int(frac * 1000);
+  if (permille == last_permille && done < total) return;
+  last_permille = permille;
   std::string bar(size_t(filled), '#');
   bar.append(size_t(kWidth - filled), '.');
   std::fprintf(stderr, "\r[%s] %3d%% %.0f/%.0f MiB", bar.c_str(), int(frac * 100),
