@@ -527,19 +527,21 @@ TEST_CASE("tokenizer: GGUF without a vocabulary, or with one we cannot reproduce
 }
 
 TEST_CASE("tokenizer: a small hand-made BPE vocabulary in GGUF") {
-  // Byte-level symbols for 'a', 'b', ' ' ('Ġ'), merges "a b" then "Ġ ab", one special token.
+  // Byte-level symbols for 'a', 'b', ' ' ('Ġ'); merges "a b" then "Ġ ab"; a special token; a
+  // user-defined token stored decomposed (e + U+0301), matched after NFC ("olmo").
   std::vector<std::string> tokens = {"<eot>",
                                      "a",
                                      "b",
                                      "\xC4\xA0",
                                      "ab",
                                      "\xC4\xA0"
-                                     "ab"};
+                                     "ab",
+                                     "e\xCC\x81"};
   gguf::Writer w;
   w.set_str("tokenizer.ggml.model", "gpt2");
-  w.set_str("tokenizer.ggml.pre", "gpt-2");
+  w.set_str("tokenizer.ggml.pre", "olmo");
   w.set_str_array("tokenizer.ggml.tokens", tokens);
-  w.set_i32_array("tokenizer.ggml.token_type", {3, 1, 1, 1, 1, 1});
+  w.set_i32_array("tokenizer.ggml.token_type", {3, 1, 1, 1, 1, 1, 4});
   w.set_str_array("tokenizer.ggml.merges", {"a b", "\xC4\xA0 ab"});
   w.set_u32("tokenizer.ggml.eos_token_id", 0);
   const fs::path path = kTmp / "tok_tiny.gguf";
@@ -550,6 +552,13 @@ TEST_CASE("tokenizer: a small hand-made BPE vocabulary in GGUF") {
   CHECK(tok->decode(std::vector<int32_t>{4, 5, 0, 2, 1}, true) == "ab ab<eot>ba");
   // 'c' is not in the alphabet and there is no unknown token: dropped, as HF does.
   CHECK(tok->encode("cab", false) == std::vector<int32_t>{4});
+  // Both spellings of "é" normalise to U+00E9, and so does the token's content.
+  CHECK(tok->encode("a\xC3\xA9"
+                    "b",
+                    false) == std::vector<int32_t>{1, 6, 2});
+  CHECK(tok->encode("ae\xCC\x81"
+                    "b",
+                    false) == std::vector<int32_t>{1, 6, 2});
 }
 
 // ---- the command-line tool

@@ -51,9 +51,9 @@ BpeTokenizer::BpeTokenizer(BpeConfig config)
       fail("BPE merge ", rank, " ('", left, "' '", right,
            "') uses a token missing from the vocabulary");
     }
-    // A pair listed twice keeps its first (lowest) rank.
-    merges_.emplace(pair_key(a->second, b->second),
-                    Merge{static_cast<uint32_t>(rank), merged->second});
+    // A pair listed twice takes its last rank, as in HF tokenizers (later entries overwrite).
+    merges_.insert_or_assign(pair_key(a->second, b->second),
+                             Merge{static_cast<uint32_t>(rank), merged->second});
   }
 
   hidden_.assign(tokens_.size(), false);
@@ -61,7 +61,14 @@ BpeTokenizer::BpeTokenizer(BpeConfig config)
     if (a.id < 0 || static_cast<size_t>(a.id) >= tokens_.size()) {
       fail("added token '", a.content, "' has id ", a.id, " outside the vocabulary");
     }
-    (a.normalized ? normalized_added_ : raw_added_).add(a.content, a.id, a.lstrip, a.rstrip);
+    if (a.normalized) {
+      // Matched against normalised text, so in normalised form (as HF does).
+      std::string storage;
+      const std::string_view content = unicode::normalize(a.content, normalization_, storage);
+      normalized_added_.add(content, a.id, a.lstrip, a.rstrip);
+    } else {
+      raw_added_.add(a.content, a.id, a.lstrip, a.rstrip);
+    }
     if (a.special) hidden_[a.id] = true;
   }
 
