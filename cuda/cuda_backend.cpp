@@ -1,0 +1,559 @@
+// The CUDA block loop: the same computation as the CPU backend (backend/cpu/cpu_backend.cpp),
+// one kernel-library call per step.
+//
+//   h = token_embd[ids]                               (n, d_model) float32 residual stream
+//   for each layer:
+//     xn = RMSNorm(h += previous mixer output)        the add is fused into the norm
+//     out = Mixer(xn)                                 Mamba-1 or Mamba-2 mixer
+//   xn = RMSNorm(h += out) * output_norm;  logits = output(xn)
+//
+// Prefill runs the *_prefill kernels over one sequence of up to max_prefill_tokens rows; decode
+// runs the *_step kernels over one row per sequence and is replayed from a CUDA graph.
+#include "cuda_backend.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "common.cuh"
+#include "conv1d.cuh"
+#include "embedding.cuh"
+#include "falcon_rms.cuh"
+#include "gated_rmsnorm.cuh"
+#include "linear.cuh"
+#include "model/model.h"
+#include "rmsnorm.cuh"
+#include "selective_scan.cuh"
+#include "ssd.cuh"
+
+namespace mamba {
+namespace {
+
+using cuda::DeviceBuffer;
+using cuda::DeviceMatrix;
+
+// Decode batches larger than this go through in several graph launches.
+constexpr int kMaxDecodeBatch = 256;
+// Rows of logits computed per LM-head call when every prompt position needs logits.
+constexpr int kMinLogitRows = 64;
+constexpr size_t kCublasWorkspace = size_t(32) << 20;
+
+struct DeviceLayer {
+  DeviceBuffer attn_norm;            // (d_model)
+  DeviceBuffer in_proj_w;            // (in_proj_rows, d_model)  stored dtype
+  DeviceBuffer in_proj_b;            // (in_proj_rows) or empty
+  DeviceBuffer conv_w;               // (conv_dim, d_conv)
+  DeviceBuffer conv_b;               // (conv_dim)
+  DeviceBuffer dt_bias;              // Mamba-1 (d_inner), Mamba-2 (n_heads)
+  DeviceBuffer A;                    // Mamba-1 (d_inner, d_state), Mamba-2 (n_heads)
+  DeviceBuffer D;                    // Mamba-1 (d_inner), Mamba-2 (n_heads)
+  DeviceBuffer out_proj_w;           // (d_model, d_inner)
+  DeviceBuffer out_proj_b;           // (d_model) or empty
+  DeviceBuffer x_proj_w;             // Mamba-1 (dt_rank + 2*d_state, d_inner)
+  DeviceBuffer dt_proj_w;            // Mamba-1 (d_inner, dt_rank)
+  DeviceBuffer norm;                 // Mamba-2 (d_inner)
+  DeviceMatrix in_proj, out_proj, x_proj, dt_proj;
+};
+
+const float* ptr_or_null(const DeviceBuffer& b) { return b ? b.as<float>() : nullptr; }
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const Model& model, const BackendOptions& opts, const CudaOptions& copts);
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  const ModelConfig& config() const override { return c_; }
+
+  int n_slots() const override { return n_slots_; }
+  void reset_slot(int slot) override;
+  void copy_slot(int src, int dst) override;
+  uint64_t state_bytes() const override { return c_.state_bytes(); }
+  void save_slot(int slot, std::vector<uint8_t>& out) override;
+  void load_slot(int slot, std::span<const uint8_t> in) override;
+
+  void prefill(int slot, std::span<const int32_t> tokens, bool all_logits,
+               std::vector<float>& logits) override;
+  void decode(std::span<const int> slots, std::span<const int32_t> tokens,
+              std::vector<float>& logits) override;
+
+ private:
+  DeviceBuffer upload(const void* data, size_t bytes, const std::string& what);
+  DeviceBuffer upload(const std::vector<float>& v, const std::string& what);
+  DeviceMatrix upload(const Matrix& m, const std::string& name, DeviceBuffer& owner);
+
+  // The forward pass over n rows already in tokens_; leaves RMSNorm(h) * output_norm in xn_.
+  // decode: row i is the next token of slot slots_[i]; else one sequence described by
+  // prefill_batch_.
+  void forward(int n, bool decode);
+  void mamba1_mixer(int il, int n, bool decode);
+  void mamba2_mixer(int il, int n, bool decode);
+  // logits_ (count, n_vocab) = output(xn_ rows [row0, row0 + count)).
+  void lm_head(int row0, int count);
+  void decode_batch(int n);  // graph replay or plain launches
+  void check_slot(int slot) const;
+  void check_tokens(std::span<const int32_t> tokens) const;
+  float* slot_ptr(int slot) const { return state_.as<float>() + int64_t(slot) * slot_floats_; }
+  cuda::StateRef conv_state(int il) const;
+  cuda::StateRef ssm_state(int il) const;
+  cuda::LinearScratch lin_scratch() const { return {lin16_.data(), lin16_.bytes()}; }
+
+  ModelConfig c_;
+  CudaOptions copts_;
+  int device_ = 0;
+  int n_slots_ = 0;
+  int max_rows_ = 0;    // rows of every activation buffer
+  int logit_rows_ = 0;  // rows of logits_
+  int64_t slot_floats_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+
+  // ---- weights ----
+  DeviceBuffer token_embd_w_, output_w_, output_norm_;
+  DeviceMatrix token_embd_, output_;
+  std::vector<DeviceLayer> layers_;
+
+  // ---- state: (n_slots, slot_floats) = per slot conv (n_layer, d_conv-1, conv_dim) then
+  // ssm (n_layer, d_inner, d_state) ----
+  DeviceBuffer state_;
+
+  // ---- activations, (max_rows, ...) ----
+  DeviceBuffer tokens_;   // (max_rows) int32
+  DeviceBuffer slots_;    // (max_rows) int32  decode: slot of each row
+  DeviceBuffer seq_;      // int32 [start 0, start 1, slot]  prefill: the one sequence
+  DeviceBuffer h_;        // (max_rows, d_model)  residual stream
+  DeviceBuffer xn_;       // (max_rows, d_model)  normed input of the mixer / LM head
+  DeviceBuffer out_;      // (max_rows, d_model)  mixer output, added to h by the next norm
+  DeviceBuffer proj_;     // (max_rows, in_proj_rows)
+  DeviceBuffer xc_;       // (max_rows, conv_dim)  conv output
+  DeviceBuffer dbl_;      // Mamba-1 (max_rows, dt_rank + 2*d_state)  x_proj output
+  DeviceBuffer dt_;       // Mamba-1 (max_rows, d_inner)  dt_proj output
+  DeviceBuffer y_;        // (max_rows, d_inner)  scan output
+  DeviceBuffer lin16_;    // (max_rows, widest input) 16-bit copy of a linear's input
+  DeviceBuffer ssd_ws_;   // Mamba-2 SSD workspace for max_rows tokens
+  DeviceBuffer logits_;   // (logit_rows, n_vocab)
+  DeviceBuffer cublas_ws_;
+  cuda::SeqBatch prefill_batch_;
+
+  std::map<int, cudaGraphExec_t> graphs_;  // decode batch size -> replayable step
+};
+
+CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
+                         const CudaOptions& copts)
+    : c_(model.config()), copts_(copts) {
+  if (!cuda::device_available()) fail("no CUDA device is available");
+  if (opts.device.rfind("cuda:", 0) == 0) {
+    const std::string idx = opts.device.substr(5);
+    if (idx.empty() || idx.find_first_not_of("0123456789") != std::string::npos)
+      fail("bad device '", opts.device, "' (expected cuda or cuda:N)");
+    device_ = std::stoi(idx);
+  }
+  int n_dev = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&n_dev));
+  if (device_ >= n_dev) fail("device ", opts.device, " does not exist (", n_dev, " CUDA devices)");
+  CUDA_CHECK(cudaSetDevice(device_));
+  if (opts.n_slots < 1 || opts.n_slots > 4096)
+    fail("n_slots = ", opts.n_slots, " is out of range (1..4096)");
+  if (copts.max_prefill_tokens < 1 || copts.max_prefill_tokens > 65535)
+    fail("max_prefill_tokens = ", copts.max_prefill_tokens, " is out of range (1..65535)");
+  n_slots_ = opts.n_slots;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  CUBLAS_CHECK(cublasCreate(&cublas_));
+  // An explicit workspace keeps cuBLAS from allocating while a graph is captured, so the
+  // captured and the plain step pick the same kernels.
+  cublas_ws_ = DeviceBuffer(kCublasWorkspace, "cuBLAS workspace");
+  CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_.data(), cublas_ws_.bytes()));
+  CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+
+  // ---- weights, uploaded once ----
+  token_embd_ = upload(model.token_embd, "token_embd.weight", token_embd_w_);
+  output_ = model.tied ? token_embd_ : upload(model.output, "output.weight", output_w_);
+  output_norm_ = upload(model.output_norm, "weights output_norm.weight");
+  layers_.resize(size_t(c_.n_layer));
+  for (int il = 0; il < int(c_.n_layer); il++) {
+    const LayerWeights& w = model.layers[size_t(il)];
+    DeviceLayer& d = layers_[size_t(il)];
+    const std::string blk = "blk." + std::to_string(il) + ".";
+    d.attn_norm = upload(w.attn_norm, "weights " + blk + "attn_norm.weight");
+    d.in_proj = upload(w.in_proj, blk + "ssm_in.weight", d.in_proj_w);
+    if (!w.in_proj_bias.empty()) d.in_proj_b = upload(w.in_proj_bias, "weights " + blk + "ssm_in.bias");
+    d.conv_w = upload(w.conv_w, "weights " + blk + "ssm_conv1d.weight");
+    d.conv_b = upload(w.conv_b, "weights " + blk + "ssm_conv1d.bias");
+    d.dt_bias = upload(w.dt_bias, "weights " + blk + "ssm_dt.bias");
+    d.A = upload(w.A, "weights " + blk + "ssm_a");
+    d.D = upload(w.D, "weights " + blk + "ssm_d");
+    d.out_proj = upload(w.out_proj, blk + "ssm_out.weight", d.out_proj_w);
+    if (!w.out_proj_bias.empty())
+      d.out_proj_b = upload(w.out_proj_bias, "weights " + blk + "ssm_out.bias");
+    if (c_.arch == Arch::Mamba1) {
+      d.x_proj = upload(w.x_proj, blk + "ssm_x.weight", d.x_proj_w);
+      d.dt_proj = upload(w.dt_proj, blk + "ssm_dt.weight", d.dt_proj_w);
+    } else {
+      d.norm = upload(w.norm, "weights " + blk + "ssm_norm.weight");
+    }
+  }
+
+  // ---- state slots ----
+  slot_floats_ = int64_t(c_.state_bytes() / sizeof(float));
+  state_ = DeviceBuffer(size_t(n_slots_) * size_t(slot_floats_) * sizeof(float),
+                        "recurrent state for " + std::to_string(n_slots_) + " slots");
+  CUDA_CHECK(cudaMemsetAsync(state_.data(), 0, state_.bytes(), stream_));
+
+  // ---- activations ----
+  const int max_batch = std::min(n_slots_, kMaxDecodeBatch);
+  max_rows_ = std::max(copts.max_prefill_tokens, max_batch);
+  logit_rows_ = std::max(max_batch, std::min(kMinLogitRows, max_rows_));
+  const size_t R = size_t(max_rows_);
+  const auto act = [&](int64_t cols, const char* what) {
+    return DeviceBuffer(R * size_t(cols) * sizeof(float), std::string("activations ") + what);
+  };
+  tokens_ = DeviceBuffer(R * sizeof(int32_t), "activations token ids");
+  slots_ = DeviceBuffer(R * sizeof(int32_t), "activations slot ids");
+  seq_ = DeviceBuffer(3 * sizeof(int32_t), "activations sequence table");
+  h_ = act(c_.d_model, "residual");
+  xn_ = act(c_.d_model, "norm output");
+  out_ = act(c_.d_model, "mixer output");
+  proj_ = act(c_.in_proj_rows(), "in_proj output");
+  xc_ = act(c_.conv_dim(), "conv output");
+  y_ = act(c_.d_inner, "scan output");
+  int64_t widest = std::max(c_.d_model, c_.d_inner);
+  if (c_.arch == Arch::Mamba1) {
+    dbl_ = act(c_.dt_rank + 2 * c_.d_state, "x_proj output");
+    dt_ = act(c_.d_inner, "dt_proj output");
+    widest = std::max(widest, c_.dt_rank);
+  }
+  lin16_ = DeviceBuffer(R * size_t(widest) * 2, "activations 16-bit matmul input");
+  cuda::SsdParams sp;
+  if (c_.arch == Arch::Mamba2) {
+    sp.n_heads = int(c_.n_heads);
+    sp.head_dim = int(c_.head_dim);
+    sp.d_state = int(c_.d_state);
+    cuda::SeqBatch b;
+    b.n_seq = 1;
+    b.n_tok = b.max_len = max_rows_;
+    ssd_ws_ = DeviceBuffer(cuda::ssd_workspace_bytes(sp, b), "activations SSD workspace");
+  }
+  logits_ = DeviceBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),
+                         "logits for " + std::to_string(logit_rows_) + " rows");
+  prefill_batch_.n_seq = 1;
+  prefill_batch_.start = seq_.as<int32_t>();
+  prefill_batch_.slots = seq_.as<int32_t>() + 2;
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+CudaBackend::~CudaBackend() {
+  for (auto& [n, exec] : graphs_) cudaGraphExecDestroy(exec);
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+DeviceBuffer CudaBackend::upload(const void* data, size_t bytes, const std::string& what) {
+  DeviceBuffer b(bytes, what);
+  if (bytes) CUDA_CHECK(cudaMemcpy(b.data(), data, bytes, cudaMemcpyHostToDevice));
+  return b;
+}
+
+DeviceBuffer CudaBackend::upload(const std::vector<float>& v, const std::string& what) {
+  return upload(v.data(), v.size() * sizeof(float), what);
+}
+
+DeviceMatrix CudaBackend::upload(const Matrix& m, const std::string& name, DeviceBuffer& owner) {
+  const size_t bytes = size_t(m.rows) * size_t(m.cols) * gguf::dtype_size(m.dtype);
+  owner = upload(m.data, bytes, "weights " + name);
+  return DeviceMatrix{owner.data(), m.dtype, m.rows, m.cols};
+}
+
+cuda::StateRef CudaBackend::conv_state(int il) const {
+  return {state_.as<float>() + int64_t(il) * (c_.d_conv - 1) * c_.conv_dim(), slot_floats_};
+}
+
+cuda::StateRef CudaBackend::ssm_state(int il) const {
+  const int64_t conv_all = c_.n_layer * (c_.d_conv - 1) * c_.conv_dim();
+  return {state_.as<float>() + conv_all + int64_t(il) * c_.d_inner * c_.d_state, slot_floats_};
+}
+
+// ---- slots ------------------------------------------------------------------------------------
+
+void CudaBackend::check_slot(int slot) const {
+  if (slot < 0 || slot >= n_slots_)
+    fail("slot ", slot, " is out of range (n_slots = ", n_slots_, ")");
+}
+
+void CudaBackend::reset_slot(int slot) {
+  check_slot(slot);
+  CUDA_CHECK(cudaMemsetAsync(slot_ptr(slot), 0, state_bytes(), stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::copy_slot(int src, int dst) {
+  check_slot(src);
+  check_slot(dst);
+  if (src == dst) return;
+  CUDA_CHECK(cudaMemcpyAsync(slot_ptr(dst), slot_ptr(src), state_bytes(),
+                             cudaMemcpyDeviceToDevice, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::save_slot(int slot, std::vector<uint8_t>& out) {
+  check_slot(slot);
+  out.resize(state_bytes());
+  CUDA_CHECK(cudaMemcpyAsync(out.data(), slot_ptr(slot), state_bytes(), cudaMemcpyDeviceToHost,
+                             stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::load_slot(int slot, std::span<const uint8_t> in) {
+  check_slot(slot);
+  if (in.size() != state_bytes())
+    fail("saved state has ", in.size(), " bytes, expected ", state_bytes(), " for this model");
+  CUDA_CHECK(cudaMemcpyAsync(slot_ptr(slot), in.data(), state_bytes(), cudaMemcpyHostToDevice,
+                             stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// ---- forward ----------------------------------------------------------------------------------
+
+void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
+  const DeviceLayer& w = layers_[size_t(il)];
+  const int DM = int(c_.d_model), DI = int(c_.d_inner), N = int(c_.d_state);
+  const int R = int(c_.dt_rank);
+  const int64_t ld_proj = 2 * int64_t(DI), ld_dbl = R + 2 * int64_t(N);
+  float* proj = proj_.as<float>();  // (n, 2*DI): x | z
+  float* xc = xc_.as<float>();      // (n, DI)
+  float* dbl = dbl_.as<float>();    // (n, R + 2N): dt_low | B | C
+  float* dt = dt_.as<float>();      // (n, DI)
+  float* y = y_.as<float>();        // (n, DI)
+
+  cuda::linear(cublas_, w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, ptr_or_null(w.in_proj_b),
+               lin_scratch(), stream_);
+  cuda::Conv1dParams cp;
+  cp.x = proj;
+  cp.ldx = ld_proj;
+  cp.w = w.conv_w.as<float>();
+  cp.b = w.conv_b.as<float>();
+  cp.state = conv_state(il);
+  cp.dim = DI;
+  cp.d_conv = int(c_.d_conv);
+  cp.out = xc;
+  if (decode)
+    cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
+  else
+    cuda::conv1d_prefill(cp, prefill_batch_, stream_);
+  cuda::linear(cublas_, w.x_proj, xc, DI, n, dbl, ld_dbl, nullptr, lin_scratch(), stream_);
+  if (c_.dt_b_c_rms) cuda::falcon_bcdt_rms(dbl, ld_dbl, n, R, N, c_.mixer_rms_eps, stream_);
+  cuda::linear(cublas_, w.dt_proj, dbl, ld_dbl, n, dt, DI, nullptr, lin_scratch(), stream_);
+  cuda::SelectiveScanParams sp;
+  sp.x = xc;
+  sp.dt = dt;
+  sp.dt_bias = w.dt_bias.as<float>();
+  sp.A = w.A.as<float>();
+  sp.B = dbl + R;
+  sp.C = dbl + R + N;
+  sp.ldbc = ld_dbl;
+  sp.D = w.D.as<float>();
+  sp.z = proj + DI;
+  sp.ldz = ld_proj;
+  sp.state = ssm_state(il);
+  sp.d_inner = DI;
+  sp.d_state = N;
+  sp.y = y;
+  if (decode)
+    cuda::selective_scan_step(sp, n, slots_.as<int32_t>(), stream_);
+  else
+    cuda::selective_scan_prefill(sp, prefill_batch_, stream_);
+  cuda::linear(cublas_, w.out_proj, y, DI, n, out_.as<float>(), DM, ptr_or_null(w.out_proj_b),
+               lin_scratch(), stream_);
+}
+
+void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
+  const DeviceLayer& w = layers_[size_t(il)];
+  const int DM = int(c_.d_model), DI = int(c_.d_inner), N = int(c_.d_state);
+  const int G = int(c_.n_groups), CD = int(c_.conv_dim());
+  const int64_t ld_proj = c_.in_proj_rows();
+  float* proj = proj_.as<float>();  // (n, in_proj_rows): z (DI) | xBC (CD) | dt (H)
+  float* xc = xc_.as<float>();      // (n, CD): x (DI) | B (G*N) | C (G*N)
+  float* y = y_.as<float>();        // (n, DI)
+
+  cuda::linear(cublas_, w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, ptr_or_null(w.in_proj_b),
+               lin_scratch(), stream_);
+  cuda::Conv1dParams cp;
+  cp.x = proj + DI;
+  cp.ldx = ld_proj;
+  cp.w = w.conv_w.as<float>();
+  cp.b = w.conv_b.as<float>();
+  cp.state = conv_state(il);
+  cp.dim = CD;
+  cp.d_conv = int(c_.d_conv);
+  cp.out = xc;
+  if (decode)
+    cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
+  else
+    cuda::conv1d_prefill(cp, prefill_batch_, stream_);
+  cuda::SsdParams sp;
+  sp.x = xc;
+  sp.ldx = CD;
+  sp.B = xc + DI;
+  sp.C = xc + DI + int64_t(G) * N;
+  sp.ldbc = CD;
+  sp.dt = proj + DI + CD;
+  sp.lddt = ld_proj;
+  sp.dt_bias = w.dt_bias.as<float>();
+  sp.A = w.A.as<float>();
+  sp.D = w.D.as<float>();
+  sp.dt_min = c_.dt_min;
+  sp.dt_max = c_.dt_max;
+  sp.state = ssm_state(il);
+  sp.n_heads = int(c_.n_heads);
+  sp.head_dim = int(c_.head_dim);
+  sp.d_state = N;
+  sp.n_groups = G;
+  sp.y = y;
+  if (decode)
+    cuda::ssd_step(sp, n, slots_.as<int32_t>(), stream_);
+  else
+    cuda::ssd_prefill(sp, prefill_batch_, ssd_ws_.data(), ssd_ws_.bytes(), stream_);
+  cuda::gated_rmsnorm(y, proj, ld_proj, w.norm.as<float>(), n, DI, G, c_.norm_eps, y, stream_);
+  cuda::linear(cublas_, w.out_proj, y, DI, n, out_.as<float>(), DM, ptr_or_null(w.out_proj_b),
+               lin_scratch(), stream_);
+}
+
+void CudaBackend::forward(int n, bool decode) {
+  const int DM = int(c_.d_model);
+  float* h = h_.as<float>();
+  float* xn = xn_.as<float>();
+  cuda::embedding(token_embd_.data, token_embd_.dtype, c_.n_vocab, DM, tokens_.as<int32_t>(), n,
+                  h, stream_);
+  for (int il = 0; il < int(c_.n_layer); il++) {
+    cuda::rmsnorm_residual(h, il == 0 ? nullptr : out_.as<float>(),
+                           layers_[size_t(il)].attn_norm.as<float>(), n, DM, c_.norm_eps, xn,
+                           stream_);
+    if (c_.arch == Arch::Mamba1)
+      mamba1_mixer(il, n, decode);
+    else
+      mamba2_mixer(il, n, decode);
+  }
+  cuda::rmsnorm_residual(h, out_.as<float>(), output_norm_.as<float>(), n, DM, c_.norm_eps, xn,
+                         stream_);
+}
+
+void CudaBackend::lm_head(int row0, int count) {
+  cuda::linear(cublas_, output_, xn_.as<float>() + int64_t(row0) * c_.d_model, c_.d_model,
+               count, logits_.as<float>(), c_.n_vocab, nullptr, lin_scratch(), stream_);
+}
+
+void CudaBackend::check_tokens(std::span<const int32_t> tokens) const {
+  for (int32_t id : tokens)
+    if (id < 0 || id >= c_.n_vocab)
+      fail("token id ", id, " is out of range (n_vocab = ", c_.n_vocab, ")");
+}
+
+void CudaBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_logits,
+                          std::vector<float>& logits) {
+  check_slot(slot);
+  check_tokens(tokens);
+  const int64_t n = int64_t(tokens.size());
+  if (n == 0) fail("prefill needs at least one token");
+  const int64_t V = c_.n_vocab;
+  logits.resize(size_t((all_logits ? n : 1) * V));
+  // Long prompts go through in pieces; the state carries over between them exactly as it
+  // would between the tokens of one piece.
+  for (int64_t t0 = 0; t0 < n; t0 += max_rows_) {
+    const int len = int(std::min<int64_t>(max_rows_, n - t0));
+    const std::array<int32_t, 3> seq = {0, len, slot};
+    CUDA_CHECK(cudaMemcpyAsync(seq_.data(), seq.data(), sizeof seq, cudaMemcpyHostToDevice,
+                               stream_));
+    CUDA_CHECK(cudaMemcpyAsync(tokens_.data(), tokens.data() + t0, size_t(len) * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream_));
+    prefill_batch_.n_tok = prefill_batch_.max_len = len;
+    forward(len, /*decode=*/false);
+    if (all_logits) {
+      for (int r0 = 0; r0 < len; r0 += logit_rows_) {
+        const int cnt = std::min(logit_rows_, len - r0);
+        lm_head(r0, cnt);
+        CUDA_CHECK(cudaMemcpyAsync(logits.data() + (t0 + r0) * V, logits_.data(),
+                                   size_t(cnt) * size_t(V) * sizeof(float),
+                                   cudaMemcpyDeviceToHost, stream_));
+      }
+    } else if (t0 + len == n) {
+      lm_head(len - 1, 1);
+      CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.data(), size_t(V) * sizeof(float),
+                                 cudaMemcpyDeviceToHost, stream_));
+    }
+    // The host arrays above must stay alive until their copies have run.
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+}
+
+// One decode step for the first n entries of tokens_/slots_, leaving logits in logits_.
+void CudaBackend::decode_batch(int n) {
+  const auto step = [&] {
+    forward(n, /*decode=*/true);
+    lm_head(0, n);
+  };
+  if (!copts_.graphs) {
+    step();
+    return;
+  }
+  auto it = graphs_.find(n);
+  if (it == graphs_.end()) {
+    // Everything the step touches is a fixed buffer, so the graph stays valid for every later
+    // step of this batch size: only the contents of tokens_ and slots_ change.
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      step();
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CUDA_CHECK(err);
+    it = graphs_.emplace(n, exec).first;
+  }
+  CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+}
+
+void CudaBackend::decode(std::span<const int> slots, std::span<const int32_t> tokens,
+                         std::vector<float>& logits) {
+  if (slots.size() != tokens.size())
+    fail("decode got ", slots.size(), " slots but ", tokens.size(), " tokens");
+  check_tokens(tokens);
+  for (size_t i = 0; i < slots.size(); i++) {
+    check_slot(slots[i]);
+    for (size_t j = 0; j < i; j++)
+      if (slots[j] == slots[i]) fail("slot ", slots[i], " appears twice in one decode call");
+  }
+  const int64_t n = int64_t(tokens.size()), V = c_.n_vocab;
+  logits.resize(size_t(n * V));
+  const int max_batch = std::min(logit_rows_, kMaxDecodeBatch);
+  std::vector<int32_t> slot_ids(slots.begin(), slots.end());
+  for (int64_t b0 = 0; b0 < n; b0 += max_batch) {
+    const int nb = int(std::min<int64_t>(max_batch, n - b0));
+    CUDA_CHECK(cudaMemcpyAsync(tokens_.data(), tokens.data() + b0, size_t(nb) * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(slots_.data(), slot_ids.data() + b0, size_t(nb) * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream_));
+    decode_batch(nb);
+    CUDA_CHECK(cudaMemcpyAsync(logits.data() + b0 * V, logits_.data(),
+                               size_t(nb) * size_t(V) * sizeof(float), cudaMemcpyDeviceToHost,
+                               stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const Model& model, const BackendOptions& opts,
+                                           const CudaOptions& cuda) {
+  return std::make_unique<CudaBackend>(model, opts, cuda);
+}
+
+}  // namespace mamba

@@ -1,0 +1,28 @@
+// The CUDA backend: the whole forward pass on one GPU, from the kernel library in cuda/.
+//
+// The weights are uploaded once, in their stored dtype. Every state slot is a fixed region of
+// one device buffer laid out exactly like save_slot()'s bytes (conv state of every layer, then
+// SSM state of every layer, float32), so slots are reset, copied, saved and loaded with plain
+// memory copies. A decode step for a given batch size is captured once as a CUDA graph against
+// fixed input/output buffers and replayed for every token.
+//
+// This header needs no CUDA headers: the library's generic code (make_backend) includes it.
+#pragma once
+
+#include <memory>
+
+#include "backend/backend.h"
+
+namespace mamba {
+
+struct CudaOptions {
+  bool graphs = true;            // decode through captured CUDA graphs (false: plain launches)
+  int max_prefill_tokens = 512;  // rows per forward pass; longer prompts go through in pieces
+};
+
+// opts.device is "cuda" or "cuda:N" (device N). Throws mamba::Error when no device is usable
+// or the model does not fit ("out of GPU memory allocating <what> ...").
+std::unique_ptr<Backend> make_cuda_backend(const Model& model, const BackendOptions& opts,
+                                           const CudaOptions& cuda = {});
+
+}  // namespace mamba
