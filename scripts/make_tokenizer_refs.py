@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Tokenizer test corpus and reference outputs.
 
-Two jobs:
+Three jobs:
+
+  probe   Records how the reference's Unicode tables classify and normalise every code point
+          (unicode_probe.json, committed; unicode_probe_nfd.json, NFC of this Python's NFD of
+          every decomposable character), and references for extra texts (texts.jsonl; the
+          committed fuzz_marks.jsonl holds those for the combining marks added after Unicode
+          9.0, per ICU's u_charAge).
 
   corpus  Writes tests/fixtures/tokenizer/corpus.jsonl: one JSON string per line, hand-written
           hard cases plus systematically generated ones (every ASCII control character, runs of
@@ -491,6 +497,85 @@ def bench_refs(refs, path):
     return out
 
 
+def unicode_probe(neox_path):
+    """What HF's NFC normalizer and ByteLevel regex do with every code point.
+
+    Unicode tables differ between library versions (new letters, new combining marks), so this
+    records the reference's own view: each code point's regex class, and the NFC output for
+    probes that show decompositions and combining classes, kept only where NFC changes them.
+    """
+    import unicodedata
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(neox_path)
+    pre = tok.pre_tokenizer
+    norm = tok.normalizer
+
+    def splits(text):
+        return [offsets for _, offsets in pre.pre_tokenize_str(text)]
+
+    runs = []  # [first, last, class] with class L (letter), N (number), S (space), O (other)
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        if c == " ":
+            cls = "S"
+        else:
+            first = splits("a" + c + "1")
+            if first == [(0, 2), (2, 3)]:
+                cls = "L"
+            elif first == [(0, 1), (1, 3)]:
+                cls = "N"
+            else:
+                cls = "S" if splits(c + c + "x") == [(0, 1), (1, 2), (2, 3)] else "O"
+        if runs and runs[-1][2] == cls and runs[-1][1] == cp - 1:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp, cls])
+
+    probes = {
+        "alone": lambda c: c,
+        "after_acute": lambda c: "x\u0301" + c,   # reorders marks of class < 230
+        "before_dot": lambda c: "x" + c + "\u0316",  # reorders marks of class > 220
+    }
+    changed = {name: [] for name in probes}
+    decomposed = []  # [cp, NFD by this Python, HF's NFC of it]
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        for name, make in probes.items():
+            text = make(c)
+            out = norm.normalize_str(text)
+            if out != text:
+                changed[name].append([cp, out])
+        nfd = unicodedata.normalize("NFD", c)
+        if nfd != c:
+            decomposed.append([cp, nfd, norm.normalize_str(nfd)])
+    return ({"python_unicode": unicodedata.unidata_version, "classes": runs, "nfc_changed": changed},
+            decomposed)
+
+
+def run_probe(args):
+    os.makedirs(args.out, exist_ok=True)
+    probe, decomposed = unicode_probe(args.neox)
+    with open(os.path.join(args.out, "unicode_probe.json"), "w", encoding="utf-8") as f:
+        json.dump(probe, f, ensure_ascii=True, separators=(",", ":"))
+    with open(os.path.join(args.out, "unicode_probe_nfd.json"), "w", encoding="utf-8") as f:
+        json.dump(decomposed, f, ensure_ascii=True)
+    if args.texts:
+        with open(args.texts, encoding="utf-8") as f:
+            texts = [json.loads(line) for line in f if line.strip()]
+        refs = Refs(args)
+        with open(os.path.join(args.out, "texts.jsonl"), "w", encoding="utf-8") as f:
+            for text in texts:
+                rec = {"text": text}
+                rec.update(refs.record(text))
+                f.write(json.dumps(rec, ensure_ascii=True) + "\n")
+    print("probe written to", args.out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -503,13 +588,21 @@ def main():
     r.add_argument("--spm-v1", required=True)
     r.add_argument("--out", required=True)
     # The defaults give the committed fixtures; larger counts extend the same sequences.
-    r.add_argument("--fuzz-count", type=int, default=200, help="texts of hard fragments")
-    r.add_argument("--unicode-count", type=int, default=120, help="texts of random code points")
+    r.add_argument("--fuzz-count", type=int, default=120, help="texts of hard fragments")
+    r.add_argument("--unicode-count", type=int, default=80, help="texts of random code points")
     r.add_argument("--mix-count", type=int, default=60, help="corpus texts joined together")
     r.add_argument("--bench-text", help="a large text: record id count and hash, not the ids")
+    pr = sub.add_parser("probe", help="the reference's Unicode tables, and refs for extra texts")
+    pr.add_argument("--neox", required=True)
+    pr.add_argument("--spm")
+    pr.add_argument("--spm-v1")
+    pr.add_argument("--texts", help="JSON-lines texts to record like fuzz texts (needs --spm*)")
+    pr.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.cmd == "corpus":
         write_corpus(args.out)
+    elif args.cmd == "probe":
+        run_probe(args)
     else:
         run_refs(args)
 

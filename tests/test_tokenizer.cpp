@@ -10,6 +10,7 @@
 // $MAMBA_TOKENIZER_DIR); tests that need them are skipped with a message when absent.
 #include <doctest/doctest.h>
 #include <sentencepiece_processor.h>
+#include <unicode/uchar.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +26,7 @@
 #include "tokenizer/spm_proto.h"
 #include "tokenizer/stream_decoder.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
 #include "tokenizer/utf8.h"
 
 using namespace mamba;
@@ -488,6 +490,62 @@ TEST_CASE("utf8: repair modes") {
   CHECK(utf8::repair("ok \xF0\x9F\x98\x80", Repair::PerByte) == "ok \xF0\x9F\x98\x80");
   CHECK(utf8::is_valid("caf\xC3\xA9"));
   CHECK_FALSE(utf8::is_valid("caf\xC3"));
+}
+
+// ---- Unicode tables against the reference's -------------------------------------------------
+
+// unicode_probe.json records, for every code point, the class HF's byte-level regex gives it,
+// and the NFC output of three probes (alone, after U+0301, before U+0316) wherever NFC changes
+// them (scripts/make_tokenizer_refs.py probe).
+TEST_CASE("unicode: regex classes and NFC match the reference for every code point") {
+  const json probe = json::parse(read_file(kFixtures / "unicode_probe.json"));
+  std::vector<char> want_class(0x110000, '?');
+  for (const auto& run : probe["classes"]) {
+    for (int cp = run[0].get<int>(); cp <= run[1].get<int>(); ++cp) {
+      want_class[cp] = run[2].get<std::string>()[0];
+    }
+  }
+  size_t newer = 0, class_mismatches = 0;
+  for (char32_t cp = 0; cp < 0x110000; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    const char mine = "LNSO"[static_cast<int>(unicode::char_class(cp))];
+    if (mine == want_class[cp]) continue;
+    // Letters and digits of Unicode versions newer than ICU's are unknown here.
+    if (u_charType(static_cast<UChar32>(cp)) == U_UNASSIGNED && mine == 'O') {
+      ++newer;
+    } else if (class_mismatches++ < 5) {
+      MESSAGE("class of U+" << std::hex << static_cast<uint32_t>(cp) << ": " << mine << " want "
+                            << want_class[cp]);
+    }
+  }
+  MESSAGE(newer << " code points are letters/digits only in the reference's newer Unicode (ICU "
+                << U_UNICODE_VERSION << ")");
+  CHECK(class_mismatches == 0);
+  CHECK(newer < 6000);  // Unicode 15.1 and 16.0 additions
+
+  std::map<std::string, std::map<int, std::string>> changed;
+  for (const auto& [name, list] : probe["nfc_changed"].items()) {
+    for (const auto& e : list) changed[name][e[0].get<int>()] = e[1].get<std::string>();
+  }
+  REQUIRE(changed.size() == 3);
+  size_t nfc_mismatches = 0;
+  std::string scratch;
+  for (char32_t cp = 0; cp < 0x110000; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    std::string c;
+    utf8::append(c, cp);
+    const std::pair<const char*, std::string> probes[] = {
+        {"alone", c}, {"after_acute", "x\xCC\x81" + c}, {"before_dot", "x" + c + "\xCC\x96"}};
+    for (const auto& [name, text] : probes) {
+      const auto it = changed[name].find(static_cast<int>(cp));
+      const std::string want = it == changed[name].end() ? text : it->second;
+      const std::string got(unicode::normalize(text, unicode::Normalization::NFC, scratch));
+      if (got != want && nfc_mismatches++ < 5) {
+        MESSAGE("NFC " << name << " U+" << std::hex << static_cast<uint32_t>(cp));
+      }
+    }
+  }
+  CHECK(nfc_mismatches == 0);
 }
 
 // ---- GGUF metadata handling --------------------------------------------------------------------

@@ -4,8 +4,11 @@
 #include <unicode/normalizer2.h>
 #include <unicode/stringpiece.h>
 #include <unicode/uchar.h>
+#include <unicode/uniset.h>
+#include <unicode/unistr.h>
 
 #include <array>
+#include <memory>
 
 #include "common/error.h"
 
@@ -27,7 +30,7 @@ bool parse_normalization(std::string_view name, Normalization* out) {
 
 namespace {
 
-const icu::Normalizer2& normalizer(Normalization form) {
+const icu::Normalizer2& base_normalizer(Normalization form) {
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* n = nullptr;
   switch (form) {
@@ -48,6 +51,39 @@ const icu::Normalizer2& normalizer(Normalization form) {
   }
   if (n == nullptr || U_FAILURE(status)) fail("ICU normalizer unavailable: ", u_errorName(status));
   return *n;
+}
+
+// HF tokenizers normalises with Unicode 9.0 tables (its unicode-normalization-alignments
+// crate): characters assigned later are left as they are, and a combining mark added since
+// then has combining class 0, so nothing is reordered around it. ICU reproduces exactly that
+// by restricting its current normaliser to the characters of Unicode 9.0, the way ICU itself
+// emulates older Unicode versions.
+struct FilteredNormalizer {
+  icu::UnicodeSet unicode9;
+  std::unique_ptr<icu::FilteredNormalizer2> normalizer;
+
+  explicit FilteredNormalizer(Normalization form) {
+    UErrorCode status = U_ZERO_ERROR;
+    unicode9.applyPattern(icu::UnicodeString(u"[:age=9.0:]"), status);
+    if (U_FAILURE(status)) fail("ICU cannot build the Unicode 9.0 set: ", u_errorName(status));
+    unicode9.freeze();
+    normalizer = std::make_unique<icu::FilteredNormalizer2>(base_normalizer(form), unicode9);
+  }
+};
+
+const icu::Normalizer2& normalizer(Normalization form) {
+  static const FilteredNormalizer nfc(Normalization::NFC), nfd(Normalization::NFD),
+      nfkc(Normalization::NFKC), nfkd(Normalization::NFKD);
+  switch (form) {
+    case Normalization::NFC:
+      return *nfc.normalizer;
+    case Normalization::NFD:
+      return *nfd.normalizer;
+    case Normalization::NFKC:
+      return *nfkc.normalizer;
+    default:
+      return *nfkd.normalizer;
+  }
 }
 
 }  // namespace
