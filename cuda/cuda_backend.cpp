@@ -240,7 +240,8 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
   prefill_batch_.n_seq = 1;
   prefill_batch_.start = seq_.as<int32_t>();
   prefill_batch_.slots = seq_.as<int32_t>() + 2;
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  // The uploads ran on the legacy default stream, which stream_ does not wait for.
+  CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 CudaBackend::~CudaBackend() {

@@ -16,7 +16,8 @@ constexpr int kWarps = kThreads / 32;
 
 __host__ __device__ constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
-// Shared-memory geometry of the matmul kernels, in floats. head_dim and d_state are padded
+// Shared-memory geometry of the matmul kernels, in floats. Everything lives in dynamic shared
+// memory (no static __shared__ before it), whose start is aligned for WMMA's 32-byte loads. head_dim and d_state are padded
 // with zeros to the 16-wide WMMA tiles; each leading dimension is that width plus 4, a
 // multiple of 4 as WMMA requires, which also staggers the rows across memory banks. Every
 // region starts on a 128-byte boundary.
@@ -25,14 +26,15 @@ struct Geometry {
   __host__ __device__ Geometry(int P, int N)
       : Pp(round_up(P, 16)), Np(round_up(N, 16)), ldp(Pp + 4), ldn(Np + 4), ldq(Q + 4) {}
   __host__ __device__ static int region(int floats) { return round_up(floats, 32); }
-  // chunk_state: Xs (Q, ldp), Bw (Q, ldn), Os (Pp, ldn)
+  // chunk_state: Xs (Q, ldp), Bw (Q, ldn), Os (Pp, ldn), w (Q)
   __host__ __device__ int state_floats() const {
-    return region(Q * ldp) + region(Q * ldn) + region(Pp * ldn);
+    return region(Q * ldp) + region(Q * ldn) + region(Pp * ldn) + region(Q);
   }
-  // chunk_scan: Cs (Q, ldn), Bs (Q, ldn), Xs (Q, ldp), Ss (Pp, ldn), Ms (Q, ldq), Ys (Q, ldp)
+  // chunk_scan: Cs (Q, ldn), Bs (Q, ldn), Xs (Q, ldp), Ss (Pp, ldn), Ms (Q, ldq), Ys (Q, ldp),
+  // cs (Q), dt (Q)
   __host__ __device__ int scan_floats() const {
     return 2 * region(Q * ldn) + region(Q * ldp) + region(Pp * ldn) + region(Q * ldq) +
-           region(Q * ldp);
+           region(Q * ldp) + 2 * region(Q);
   }
 };
 
@@ -119,7 +121,6 @@ __global__ void __launch_bounds__(kThreads)
                            const float* __restrict__ cs_ws, float* __restrict__ states,
                            int max_chunks) {
   extern __shared__ __align__(128) float smem[];
-  __shared__ float w[Q];
   const ChunkPos c = chunk_pos(batch);
   if (!c.valid) return;
   const int h = blockIdx.z, H = p.n_heads, P = p.head_dim, N = p.d_state;
@@ -128,6 +129,7 @@ __global__ void __launch_bounds__(kThreads)
   float* Xs = smem;                                // (Q, ldp)
   float* Bw = Xs + Geometry::region(Q * G.ldp);    // (Q, ldn)
   float* Os = Bw + Geometry::region(Q * G.ldn);    // (Pp, ldn)
+  float* w = Os + Geometry::region(G.Pp * G.ldn);  // (Q)
 
   const float cs_last = cs_ws[(c.row0 + c.n_rows - 1) * H + h];
   for (int l = threadIdx.x; l < Q; l += kThreads)
@@ -194,7 +196,6 @@ __global__ void __launch_bounds__(kThreads)
                           const float* __restrict__ cs_ws, const float* __restrict__ states,
                           int max_chunks) {
   extern __shared__ __align__(128) float smem[];
-  __shared__ float cs_s[Q], dt_s[Q];
   const ChunkPos c = chunk_pos(batch);
   if (!c.valid) return;
   const int h = blockIdx.z, H = p.n_heads, P = p.head_dim, N = p.d_state;
@@ -206,6 +207,8 @@ __global__ void __launch_bounds__(kThreads)
   float* Ss = Xs + Geometry::region(Q * G.ldp);    // (Pp, ldn) state entering the chunk
   float* Ms = Ss + Geometry::region(G.Pp * G.ldn); // (Q, ldq)
   float* Ys = Ms + Geometry::region(Q * G.ldq);    // (Q, ldp)
+  float* cs_s = Ys + Geometry::region(Q * G.ldp);  // (Q)
+  float* dt_s = cs_s + Geometry::region(Q);        // (Q)
 
   // Padding rows get dt = 0 and the last real decay sum, so every exp() below stays <= 1.
   const float cs_last = cs_ws[(c.row0 + c.n_rows - 1) * H + h];

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: builds the CUDA backend, runs the CUDA tests (every op
+# against a double-precision reference, whole models against the CPU backend and the
+# fixtures), runs compute-sanitizer memcheck and racecheck over the CUDA tests, and prints
+# one table of the results.
+#
+# Usage: scripts/gpu_test.sh [extra cmake args...]
+#   BUILD_DIR   build folder (default build-gpu)
+#   LOG_DIR     where the logs go (default $BUILD_DIR/gpu-logs, or $OUT when that is set)
+#   SANITIZE=0  skip the compute-sanitizer runs
+#   SAN_TIMEOUT seconds per sanitizer run (default 240)
+# Dependencies come from the system, or from .deps/ (unpacked Debian packages) when present.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build=${BUILD_DIR:-build-gpu}
+logs=${LOG_DIR:-${OUT:-$build/gpu-logs}}
+mkdir -p "$logs"
+
+cmake_args=(-G Ninja -DMAMBA_CUDA=ON)
+if [ -d .deps/usr ]; then
+  cmake_args+=(-DCMAKE_PREFIX_PATH="$root/.deps/usr" -DICU_ROOT="$root/.deps/usr")
+  export LD_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+fi
+command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/gpu.txt"
+echo "== configure and build ($build)"
+t0=$(date +%s)
+if ! cmake -S . -B "$build" "${cmake_args[@]}" "$@" >"$logs/configure.log" 2>&1; then
+  tail -30 "$logs/configure.log"; exit 1
+fi
+if ! cmake --build "$build" -j"$(nproc)" --target test_cuda_ops test_cuda_model mamba-convert \
+    >"$logs/build.log" 2>&1; then
+  grep -E "error|FAILED" -A5 "$logs/build.log" | head -60; exit 1
+fi
+echo "built in $(( $(date +%s) - t0 )) s"
+
+status=0
+run_test() {  # name, then the command
+  local name=$1; shift
+  echo "== $name"
+  local t=$(date +%s)
+  "$@" >"$logs/$name.log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc in $(( $(date +%s) - t )) s"
+  [ $rc -eq 0 ] || { status=1; grep -E "ERROR|FAILED|error" "$logs/$name.log" | head -20; }
+  tail -3 "$logs/$name.log"
+}
+
+run_test ops "$build/tests/test_cuda_ops"
+run_test model "$build/tests/test_cuda_model"
+
+if [ "${SANITIZE:-1}" != 0 ]; then
+  san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  st=${SAN_TIMEOUT:-240}
+  export MAMBA_CUDA_TEST_QUICK=1  # real head shapes, fewer of them: sanitizers are slow
+  run_test memcheck-ops timeout "$st" "$san" --tool memcheck --error-exitcode 1 "$build/tests/test_cuda_ops"
+  run_test racecheck-ops timeout "$st" "$san" --tool racecheck --error-exitcode 1 "$build/tests/test_cuda_ops"
+  run_test memcheck-model timeout "$st" "$san" --tool memcheck --error-exitcode 1 "$build/tests/test_cuda_model" \
+    -tc="decode graphs*,state slots*"
+  run_test racecheck-model timeout "$st" "$san" --tool racecheck --error-exitcode 1 "$build/tests/test_cuda_model" \
+    -tc="decode graphs*"
+  unset MAMBA_CUDA_TEST_QUICK
+fi
+
+echo
+echo "== results (rel-L2, worst row for logits; tolerance)"
+cat "$logs"/ops.log "$logs"/model.log 2>/dev/null | grep '^RESULT ' | sed 's/^RESULT //' |
+  awk -F' \\| ' '{ ok = ($3 + 0 <= $4 + 0) ? "ok" : "FAIL"; if (ok == "FAIL") bad++;
+                   printf "%-42s %-52s %10s %7s  %s\n", $1, $2, $3, $4, ok }
+                 END { printf "\n%d comparisons, %d failed\n", NR, bad + 0 }'
+if [ "${SANITIZE:-1}" != 0 ]; then
+  echo
+  echo "== compute-sanitizer"
+  for f in memcheck-ops racecheck-ops memcheck-model racecheck-model; do
+    summary=$(grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$logs/$f.log" 2>/dev/null | tail -1)
+    printf "%-18s %s\n" "$f" "${summary:-no summary (see $f.log)}"
+  done
+fi
+exit $status
