@@ -9,7 +9,8 @@
 #   LOG_DIR     where the logs go (default $BUILD_DIR/gpu-logs, or $OUT when that is set)
 #   SANITIZE=0  skip the compute-sanitizer runs
 #   SAN_TIMEOUT seconds per sanitizer run (default 240)
-# Dependencies come from the system, or from .deps/ (unpacked Debian packages) when present.
+#   DEPS_DIR    unpacked Debian packages to build against (default .deps, used when present)
+# Dependencies come from the system, or from DEPS_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,9 +19,10 @@ logs=${LOG_DIR:-${OUT:-$build/gpu-logs}}
 mkdir -p "$logs"
 
 cmake_args=(-G Ninja -DMAMBA_CUDA=ON)
-if [ -d .deps/usr ]; then
-  cmake_args+=(-DCMAKE_PREFIX_PATH="$root/.deps/usr" -DICU_ROOT="$root/.deps/usr")
-  export LD_LIBRARY_PATH="$root/.deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+deps=${DEPS_DIR:-$root/.deps}
+if [ -d "$deps/usr" ]; then
+  cmake_args+=(-DCMAKE_PREFIX_PATH="$deps/usr" -DICU_ROOT="$deps/usr")
+  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 fi
 command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
 
