@@ -472,6 +472,15 @@ TEST_CASE("tokenizer: streaming holds back a split character and never emits inv
   CHECK(s.feed(v3.token_to_id("<0xE2>")).empty());
   CHECK(s.feed(v3.token_to_id("<0x82>")).empty());
   CHECK(s.feed(v3.token_to_id("\xE2\x96\x81the")) == "\xEF\xBF\xBD\xEF\xBF\xBD the");
+
+  // The dummy-prefix space is dropped at the start of a text, kept when continuing one.
+  const std::vector<int32_t> ids = v3.encode("Paris", false);  // "▁Paris"
+  StreamDecoder fresh(v3);
+  StreamDecoder continued(v3, false, /*text_start=*/false);
+  std::string a, b;
+  for (int32_t id : ids) a += fresh.feed(id), b += continued.feed(id);
+  CHECK(a == "Paris");
+  CHECK(b == " Paris");
 }
 
 TEST_CASE("utf8: repair modes") {

@@ -47,7 +47,7 @@ std::string StreamDecoder::finish() {
 
 void StreamDecoder::reset() {
   pending_.clear();
-  at_start_ = true;
+  at_start_ = text_start_;
 }
 
 }  // namespace mamba

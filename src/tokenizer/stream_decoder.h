@@ -18,8 +18,16 @@ class Tokenizer;
 
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tokenizer, bool show_special = false)
-      : tok_(tokenizer), show_special_(show_special) {}
+  // show_special: include special tokens' text. text_start: the tokens begin a text, so
+  // SentencePiece's dummy-prefix space before the first word is dropped (as decode() does);
+  // pass false when they continue text already shown, e.g. generated tokens after a prompt,
+  // where that space is a real one.
+  explicit StreamDecoder(const Tokenizer& tokenizer, bool show_special = false,
+                         bool text_start = true)
+      : tok_(tokenizer),
+        show_special_(show_special),
+        text_start_(text_start),
+        at_start_(text_start) {}
 
   // Text completed by this token (often empty while a character is unfinished).
   std::string feed(int32_t id) {
@@ -29,11 +37,11 @@ class StreamDecoder {
   }
   void feed(int32_t id, std::string& out);  // appends to `out`
 
-  // Ends the stream: returns the held-back bytes as U+FFFD, then starts afresh.
+  // Ends the stream: returns the held-back bytes as U+FFFD, then starts afresh (reset()).
   std::string finish();
   void finish(std::string& out);
 
-  void reset();
+  void reset();  // forgets held-back bytes; the next token starts as the constructor said
   bool has_pending() const { return !pending_.empty(); }
 
  private:
@@ -41,8 +49,9 @@ class StreamDecoder {
 
   const Tokenizer& tok_;
   bool show_special_;
-  std::string pending_;   // bytes of an unfinished character
-  bool at_start_ = true;  // nothing output yet (for SentencePiece's dummy-prefix space)
+  bool text_start_;
+  std::string pending_;  // bytes of an unfinished character
+  bool at_start_;        // nothing output yet (for SentencePiece's dummy-prefix space)
 };
 
 }  // namespace mamba
