@@ -619,6 +619,19 @@ TEST_CASE("tokenizer: a small hand-made BPE vocabulary in GGUF") {
   CHECK(tok->decode(std::vector<int32_t>{4, 5, 0, 2, 1}, true) == "ab ab<eot>ba");
   // 'c' is not in the alphabet and there is no unknown token: dropped, as HF does.
   CHECK(tok->encode("cab", false) == std::vector<int32_t>{4});
+  // A whitespace-only token typed CONTROL (older converters did that) is not hidden.
+  {
+    gguf::Writer w2;
+    w2.set_str("tokenizer.ggml.model", "gpt2");
+    w2.set_str_array("tokenizer.ggml.tokens", {"<eot>", "a", "  "});
+    w2.set_i32_array("tokenizer.ggml.token_type", {3, 1, 3});
+    w2.set_str_array("tokenizer.ggml.merges", {});
+    const fs::path p2 = kTmp / "tok_tiny_spaces.gguf";
+    w2.write(p2.string());
+    const auto t2 = from_gguf_file(p2);
+    CHECK(t2->encode("a  a<eot>", false) == std::vector<int32_t>{1, 2, 1, 0});
+    CHECK(t2->decode(std::vector<int32_t>{1, 2, 1, 0}) == "a  a");
+  }
   // Both spellings of "é" normalise to U+00E9, and so does the token's content.
   CHECK(tok->encode("a\xC3\xA9"
                     "b",

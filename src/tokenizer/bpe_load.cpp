@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "gguf/gguf.h"
 #include "tokenizer/bpe.h"
+#include "tokenizer/utf8.h"
 
 namespace mamba {
 
@@ -138,6 +139,17 @@ void set_token(BpeConfig& cfg, int64_t id, const std::string& text, TokenType ty
   cfg.types[id] = type;
 }
 
+bool only_white_space(std::string_view s) {
+  if (s.empty()) return false;
+  for (size_t i = 0; i < s.size();) {
+    char32_t cp = 0;
+    const size_t len = utf8::decode(s.substr(i), &cp);
+    if (len == 0 || !unicode::is_white_space(cp)) return false;
+    i += len;
+  }
+  return true;
+}
+
 std::pair<std::string, std::string> split_merge(const std::string& merge) {
   const size_t space = merge.find(' ');
   if (space == std::string::npos || merge.find(' ', space + 1) != std::string::npos) {
@@ -243,7 +255,9 @@ BpeConfig bpe_config_from_gguf(const gguf::File& file) {
       BpeConfig::Added a;
       a.content = cfg.tokens[id];
       a.id = static_cast<int32_t>(id);
-      a.special = type == TokenType::Control;
+      // Older converters typed every added token CONTROL, NeoX's runs of spaces included;
+      // text that is only whitespace is never a special marker to hide when decoding.
+      a.special = type == TokenType::Control && !only_white_space(a.content);
       a.normalized = !a.special;
       cfg.added.push_back(std::move(a));
     }

@@ -85,8 +85,9 @@ class Tokenizer {
   virtual std::vector<int32_t> encode(std::string_view text, bool add_special = true) const = 0;
 
   // The text of `ids`. show_special: include special (control) tokens' text; otherwise they
-  // are left out, as HF's skip_special_tokens and sentencepiece's decode do. Ill-formed UTF-8
-  // becomes U+FFFD the way the reference does (utf8_repair()).
+  // are left out, as HF's skip_special_tokens and sentencepiece's decode do. (Shown, such text
+  // counts as text: SentencePiece then keeps the next word's space, "<s> Hello".) Ill-formed
+  // UTF-8 becomes U+FFFD the way the reference does (utf8_repair()).
   std::string decode(std::span<const int32_t> ids, bool show_special = false) const;
 
   // One token's contribution to decoded text; ids out of range give empty text.
