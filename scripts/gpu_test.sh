@@ -57,12 +57,18 @@ if [ "${SANITIZE:-1}" != 0 ]; then
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   st=${SAN_TIMEOUT:-240}
   export MAMBA_CUDA_TEST_QUICK=1  # real head shapes, fewer of them: sanitizers are slow
-  run_test memcheck-ops timeout "$st" "$san" --tool memcheck --error-exitcode 1 "$build/tests/test_cuda_ops"
-  run_test racecheck-ops timeout "$st" "$san" --tool racecheck --error-exitcode 1 "$build/tests/test_cuda_ops"
-  run_test memcheck-model timeout "$st" "$san" --tool memcheck --error-exitcode 1 "$build/tests/test_cuda_model" \
-    -tc="decode graphs*,state slots*"
-  run_test racecheck-model timeout "$st" "$san" --tool racecheck --error-exitcode 1 "$build/tests/test_cuda_model" \
-    -tc="decode graphs*"
+  # memcheck reports every failing API call, so the test case whose point is a failing
+  # cudaMalloc (the out-of-memory message) is left out of the memcheck run.
+  # racecheck flags shared-memory hazards inside cuBLAS's own Hopper GEMM kernels (nvjet_*),
+  # not in ours; those kernels are excluded from the racecheck runs.
+  memcheck=("$san" --tool memcheck --error-exitcode 1)
+  racecheck=("$san" --tool racecheck --error-exitcode 1)
+  "$san" --help 2>/dev/null | grep -q kernel-name-exclude &&
+    racecheck+=(--kernel-name-exclude kns=nvjet)
+  run_test memcheck-ops timeout "$st" "${memcheck[@]}" "$build/tests/test_cuda_ops" -tce="errors*"
+  run_test racecheck-ops timeout "$st" "${racecheck[@]}" "$build/tests/test_cuda_ops"
+  run_test memcheck-model timeout "$st" "${memcheck[@]}" "$build/tests/test_cuda_model"
+  run_test racecheck-model timeout "$st" "${racecheck[@]}" "$build/tests/test_cuda_model"
   unset MAMBA_CUDA_TEST_QUICK
 fi
 

@@ -98,7 +98,7 @@ std::vector<Variant> variants() {
     v.push_back({std::move(name), o});
   };
   for (DType t : {DType::F32, DType::F16, DType::BF16}) {
-    const std::string s = std::string(" ") + mamba::gguf::dtype_name(t);
+    const std::string s = t == DType::F32 ? " f32" : t == DType::F16 ? " f16" : " bf16";
     add("mamba1" + s, [&](auto& o) { o.dtype = t; });
     add("falcon" + s, [&](auto& o) {
       o.dtype = t;
