@@ -48,8 +48,8 @@ double rel_l2(const std::vector<float>& got, const std::vector<double>& want) {
   return rel_l2(got.data(), want.data(), got.size());
 }
 
-double silu(double x) { return x / (1.0 + std::exp(-x)); }
-double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
+double silu_ref(double x) { return x / (1.0 + std::exp(-x)); }
+double softplus_ref(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
 
 bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
@@ -148,7 +148,6 @@ TEST_CASE("cpu ops: rmsnorm with and without weight") {
 }
 
 TEST_CASE("cpu ops: exp, softplus and silu, including edge values") {
-  using namespace simd;
   std::vector<float> xs = {-104.f, -100.f, -87.f, -30.f, -20.f, -10.f, -1.f, -1e-3f, -1e-7f, 0.f,
                            1e-7f,  1e-3f,  0.5f,  1.f,   10.f,  19.9f, 20.f, 20.1f, 30.f,  80.f};
   const std::vector<float> more = uniform(1000, -80.0f, 80.0f);
@@ -156,14 +155,14 @@ TEST_CASE("cpu ops: exp, softplus and silu, including edge values") {
   for (float x : xs) {
     INFO("x = ", x);
     float e, sp, si;
-    store_n(&e, simd::exp(set1(x)), 1);
-    store_n(&sp, simd::softplus(set1(x)), 1);
-    store_n(&si, simd::silu(set1(x)), 1);
+    simd::store_n(&e, simd::exp(simd::set1(x)), 1);
+    simd::store_n(&sp, simd::softplus(simd::set1(x)), 1);
+    simd::store_n(&si, simd::silu(simd::set1(x)), 1);
     const double ee = std::exp(double(x));
     if (ee > 1e-37) CHECK(std::fabs(e - ee) <= 4e-7 * ee);  // about 2 ulp
     else CHECK(std::fabs(e - ee) <= 1e-37);
-    CHECK(std::fabs(sp - softplus(x)) <= 4e-7 * std::max(softplus(x), 1e-30));
-    CHECK(std::fabs(si - silu(x)) <= 4e-7 * std::fabs(silu(x)) + 1e-37);
+    CHECK(std::fabs(sp - softplus_ref(x)) <= 4e-7 * std::max(softplus_ref(x), 1e-30));
+    CHECK(std::fabs(si - silu_ref(x)) <= 4e-7 * std::fabs(silu_ref(x)) + 1e-37);
   }
   // dt_softplus adds the bias, applies softplus and clamps, over a vector with a ragged end.
   const int64_t n = 37;
@@ -173,7 +172,7 @@ TEST_CASE("cpu ops: exp, softplus and silu, including edge values") {
     dt_softplus(dt.data(), bias.data(), n, lo, hi);
     std::vector<double> want(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; i++)
-      want[size_t(i)] = std::clamp(softplus(double(dt0[size_t(i)] + bias[size_t(i)])), double(lo),
+      want[size_t(i)] = std::clamp(softplus_ref(double(dt0[size_t(i)] + bias[size_t(i)])), double(lo),
                                    double(hi));
     CHECK(rel_l2(dt, want) < 1e-6);
   }
@@ -196,7 +195,7 @@ TEST_CASE("cpu ops: conv1d + silu, all at once and step by step") {
         for (int64_t t = 0; t < T; t++) {
           double s = bias[size_t(c)];
           for (int64_t k = 0; k < d_conv; k++) s += double(w_t[size_t(k * C + c)]) * win(t + k, c);
-          want[size_t(t * C + c)] = silu(s);
+          want[size_t(t * C + c)] = silu_ref(s);
         }
         for (int64_t j = 0; j < S; j++) want_state[size_t(j * C + c)] = win(T + j, c);
       }
@@ -229,7 +228,7 @@ TEST_CASE("cpu ops: gated RMSNorm per group") {
     for (int64_t g = 0; g < G; g++) {
       double ms = 0;
       for (int64_t i = g * gs; i < (g + 1) * gs; i++) {
-        want[size_t(i)] = y0[size_t(i)] * silu(z[size_t(i)]);
+        want[size_t(i)] = y0[size_t(i)] * silu_ref(z[size_t(i)]);
         ms += want[size_t(i)] * want[size_t(i)];
       }
       ms /= double(gs);

@@ -27,7 +27,7 @@ using namespace simd;
 namespace {
 
 constexpr int kTT = 4;  // tokens per tile
-constexpr int kNN = 4;  // weight rows per tile
+constexpr int kNN = 6;  // weight rows per tile
 constexpr int64_t kTokenBlockBytes = 512 * 1024;  // activations kept in L2 per pass over w
 
 // How a weight element type becomes a float vector.
@@ -58,6 +58,16 @@ struct TileArgs {
   bool accumulate;
 };
 
+// Keeps v in a register. Without it GCC tends to fold the loads into the FMAs as memory
+// operands, loading each vector NN (or TT) times instead of once.
+inline void pin(V& v) {
+#if defined(__GNUC__) && (defined(__AVX2__) || defined(__AVX512F__))
+  asm("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
+
 template <class L, int TT, int NN>
 void tile(const TileArgs& a) {
   const auto* w = static_cast<const typename L::T*>(a.w);
@@ -69,9 +79,13 @@ void tile(const TileArgs& a) {
   int64_t k = 0;
   for (; k + W <= K; k += W) {
     V wv[NN];
-    for (int n = 0; n < NN; n++) wv[n] = L::load(w + n * K + k);
+    for (int n = 0; n < NN; n++) {
+      wv[n] = L::load(w + n * K + k);
+      pin(wv[n]);
+    }
     for (int t = 0; t < TT; t++) {
-      const V xv = load(a.x + t * a.ldx + k);
+      V xv = load(a.x + t * a.ldx + k);
+      pin(xv);
       for (int n = 0; n < NN; n++) acc[t][n] = fmadd(xv, wv[n], acc[t][n]);
     }
   }
