@@ -129,9 +129,8 @@ void CpuBackend::forward(std::span<const int32_t> tokens, std::span<const Seq> s
   for (int il = 0; il < int(c_.n_layer); il++) {
     const LayerWeights& w = model_.layers[size_t(il)];
     // residual = hidden_states; hidden_states = self.norm(hidden_states)
-    pool_.run([&](int ith, int nth) {
-      const Range r = split(T, ith, nth);
-      for (int64_t t = r.begin; t < r.end; t++)
+    pool_.for_range(T, 4, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; t++)
         rmsnorm(h + t * DM, DM, w.attn_norm.data(), c_.norm_eps, xn + t * DM);
     });
     // hidden_states = residual + self.mixer(hidden_states)

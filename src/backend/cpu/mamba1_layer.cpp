@@ -41,9 +41,8 @@ void mamba1_layer(const LayerArgs& a, float* h) {
   if (c.dt_b_c_rms) {
     // Falcon-Mamba: B = rms_forward(B); C = rms_forward(C); time_step = rms_forward(time_step)
     // (no weight, eps = mixer_rms_eps)
-    a.pool.run([&](int ith, int nth) {
-      const Range r = split(T, ith, nth);
-      for (int64_t t = r.begin; t < r.end; t++) {
+    a.pool.for_range(T, 8, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; t++) {
         float* row = dbl + t * ld_dbl;
         rmsnorm(row, R, nullptr, c.mixer_rms_eps, row);
         rmsnorm(row + R, N, nullptr, c.mixer_rms_eps, row + R);

@@ -63,9 +63,8 @@ void mamba2_layer(const LayerArgs& a, float* h) {
   });
 
   // scan_output = self.norm(y, gate): y * silu(gate), then RMSNorm over each group
-  a.pool.run([&](int ith, int nth) {
-    const Range r = split(T, ith, nth);
-    for (int64_t t = r.begin; t < r.end; t++)
+  a.pool.for_range(T, 2, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++)
       gated_rmsnorm(y + t * DI, proj + t * ld_proj, w.norm.data(), DI, G, c.norm_eps);
   });
 

@@ -83,6 +83,18 @@ void ThreadPool::worker(int ith) {
   }
 }
 
+void ThreadPool::for_range(int64_t n, int64_t grain,
+                           const std::function<void(int64_t, int64_t)>& fn) {
+  if (n < grain * n_threads_) {
+    if (n > 0) fn(0, n);
+    return;
+  }
+  run([&](int ith, int nth) {
+    const Range r = split(n, ith, nth);
+    if (r.begin < r.end) fn(r.begin, r.end);
+  });
+}
+
 Range split(int64_t n, int ith, int nth, int64_t align) {
   const int64_t blocks = (n + align - 1) / align;
   const int64_t b0 = blocks * ith / nth, b1 = blocks * (ith + 1) / nth;

@@ -25,6 +25,10 @@ class ThreadPool {
 
   int size() const { return n_threads_; }
   void run(const std::function<void(int ith, int nth)>& fn);
+  // fn(begin, end) over parts of [0, n), one per thread; on the calling thread alone when
+  // there are fewer than `grain` items per thread, where waking the others costs more than
+  // it saves (e.g. per-token work in a one-token decode step).
+  void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
   void worker(int ith);
