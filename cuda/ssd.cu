@@ -280,32 +280,36 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---- decode ---------------------------------------------------------------------------------
-// Block (head, row); warps over the head's channels, lanes over the state index, so the
-// state is read and written in coalesced rows.
+// One warp per (row, head, channel), lanes over the state index, so the state is read and
+// written in coalesced rows; a block holds kStepWarps channels of one head. Decode is latency
+// bound, so the grid is made wide (H * P / kStepWarps blocks per row) rather than deep.
+constexpr int kStepWarps = 4;
+
 __global__ void ssd_step_kernel(SsdParams p, const int32_t* __restrict__ slots) {
-  const int h = blockIdx.x, row = blockIdx.y;
-  const int H = p.n_heads, P = p.head_dim, N = p.d_state;
+  const int P = p.head_dim, N = p.d_state, H = p.n_heads;
+  const int p_blocks = (P + kStepWarps - 1) / kStepWarps;
+  const int h = blockIdx.x / p_blocks, row = blockIdx.y;
   const int g = h / (H / p.n_groups);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int j = (blockIdx.x % p_blocks) * kStepWarps + warp;  // this warp's channel
+  if (j >= P) return;  // whole warps only; no block-wide sync below
   const float dt = fminf(
       fmaxf(softplus(p.dt[int64_t(row) * p.lddt + h] + p.dt_bias[h]), p.dt_min), p.dt_max);
   const float dA = expf(dt * p.A[h]);
   const float* B = p.B + int64_t(row) * p.ldbc + int64_t(g) * N;
   const float* C = p.C + int64_t(row) * p.ldbc + int64_t(g) * N;
   const float* x = p.x + int64_t(row) * p.ldx + int64_t(h) * P;
-  float* st = p.state.base + int64_t(slots[row]) * p.state.slot_stride + int64_t(h) * P * N;
-  for (int j = warp; j < P; j += n_warps) {
-    const float xv = x[j], dtx = dt * xv;
-    float* sj = st + int64_t(j) * N;
-    float acc = 0.0f;
-    for (int n = lane; n < N; n += 32) {
-      const float s = dA * sj[n] + dtx * B[n];
-      sj[n] = s;
-      acc += s * C[n];
-    }
-    acc = warp_sum(acc);
-    if (lane == 0) p.y[int64_t(row) * H * P + int64_t(h) * P + j] = acc + p.D[h] * xv;
+  float* sj = p.state.base + int64_t(slots[row]) * p.state.slot_stride +
+              (int64_t(h) * P + j) * N;
+  const float xv = x[j], dtx = dt * xv;
+  float acc = 0.0f;
+  for (int n = lane; n < N; n += 32) {
+    const float s = dA * sj[n] + dtx * B[n];
+    sj[n] = s;
+    acc += s * C[n];
   }
+  acc = warp_sum(acc);
+  if (lane == 0) p.y[int64_t(row) * H * P + int64_t(h) * P + j] = acc + p.D[h] * xv;
 }
 
 void check(const SsdParams& p, const char* op) {
@@ -400,7 +404,9 @@ void ssd_step(const SsdParams& p, int n, const int32_t* slots, cudaStream_t stre
   check(p, "ssd_step");
   require(slots && n >= 0 && n <= 65535, "ssd_step", "bad slots or row count");
   if (n == 0) return;
-  ssd_step_kernel<<<dim3(unsigned(p.n_heads), unsigned(n)), 128, 0, stream>>>(p, slots);
+  const int64_t blocks = int64_t(p.n_heads) * ceil_div(p.head_dim, kStepWarps);
+  require(blocks <= INT32_MAX, "ssd_step", "too many heads");
+  ssd_step_kernel<<<dim3(unsigned(blocks), unsigned(n)), kStepWarps * 32, 0, stream>>>(p, slots);
   CUDA_CHECK(cudaGetLastError());
 }
 
