@@ -1,5 +1,6 @@
 // mamba-cli's scripting interface, run as a process on random models.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstring>
@@ -7,7 +8,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <sys/wait.h>
 #include <vector>
 
 #include "backend/backend.h"
@@ -113,13 +113,15 @@ TEST_CASE("cli: generation stops at EOS unless --ignore-eos") {
   const int32_t eos = ids[0];
   const std::string with_eos = write_model("eos.gguf", options(eos));
 
-  REQUIRE(run(kCli + " -m " + with_eos + " --prompt-ids " + kPromptArg + " -n 6 --json", &out) == 0);
+  REQUIRE(run(kCli + " -m " + with_eos + " --prompt-ids " + kPromptArg + " -n 6 --json", &out) ==
+          0);
   json j = json::parse(out);
   CHECK(j["finish_reason"] == "eos");
   CHECK(j["ids"].get<std::vector<int32_t>>() == std::vector<int32_t>{eos});
 
-  REQUIRE(run(kCli + " -m " + with_eos + " --prompt-ids " + kPromptArg + " -n 6 --json --ignore-eos",
-              &out) == 0);
+  REQUIRE(
+      run(kCli + " -m " + with_eos + " --prompt-ids " + kPromptArg + " -n 6 --json --ignore-eos",
+          &out) == 0);
   j = json::parse(out);
   CHECK(j["finish_reason"] == "length");
   const auto forced = j["ids"].get<std::vector<int32_t>>();
@@ -162,7 +164,8 @@ TEST_CASE("cli: bad input exits 1 with one error line, never a signal") {
     std::ifstream in(model_path, std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     for (size_t keep : {bytes.size() / 2, size_t(100), size_t(3)}) {
-      std::ofstream(trunc, std::ios::binary | std::ios::trunc).write(bytes.data(), std::streamsize(keep));
+      std::ofstream(trunc, std::ios::binary | std::ios::trunc)
+          .write(bytes.data(), std::streamsize(keep));
       INFO("kept ", keep, " bytes");
       CHECK(run(kCli + " -m " + trunc + " --prompt-ids 1 --json 2>&1", &out) == 1);
       CHECK(out.rfind("error: ", 0) == 0);

@@ -99,7 +99,8 @@ std::vector<double> rms(const std::vector<double>& x, const std::vector<double>&
   for (double v : x) ms += v * v;
   ms /= double(x.size());
   std::vector<double> y(x.size());
-  for (size_t i = 0; i < x.size(); i++) y[i] = x[i] / std::sqrt(ms + eps) * (w.empty() ? 1.0 : w[i]);
+  for (size_t i = 0; i < x.size(); i++)
+    y[i] = x[i] / std::sqrt(ms + eps) * (w.empty() ? 1.0 : w[i]);
   return y;
 }
 
@@ -116,19 +117,20 @@ std::vector<double> reference_logits(const gguf::File& f, const ModelConfig& c,
   if (head.empty()) head = emb;
   const std::vector<double> norm_f = tensor(f, "output_norm.weight");
   // Per layer: the last K - 1 conv inputs (oldest first) and the SSM state.
-  std::vector<std::vector<std::vector<double>>> conv(size_t(c.n_layer),
-                                                     std::vector<std::vector<double>>(K - 1, std::vector<double>(CD)));
+  std::vector<std::vector<std::vector<double>>> conv(
+      size_t(c.n_layer), std::vector<std::vector<double>>(K - 1, std::vector<double>(CD)));
   std::vector<std::vector<double>> ssm(size_t(c.n_layer), std::vector<double>(DI * N));
   std::vector<double> logits;
 
   for (int32_t id : ids) {
-    std::vector<double> h(emb.begin() + long(size_t(id) * DM), emb.begin() + long(size_t(id + 1) * DM));
+    std::vector<double> h(emb.begin() + long(size_t(id) * DM),
+                          emb.begin() + long(size_t(id + 1) * DM));
     for (int64_t il = 0; il < c.n_layer; il++) {
       const std::string p = "blk." + std::to_string(il) + ".";
       const std::vector<double> x = rms(h, tensor(f, p + "attn_norm.weight"), c.norm_eps);
-      const std::vector<double> proj = linear(tensor(f, p + "ssm_in.weight"),
-                                              tensor(f, p + "ssm_in.bias"), x,
-                                              size_t(c.in_proj_rows()));
+      const std::vector<double> proj =
+          linear(tensor(f, p + "ssm_in.weight"), tensor(f, p + "ssm_in.bias"), x,
+                 size_t(c.in_proj_rows()));
       // Causal depthwise conv over [conv state, this input], then SiLU.
       const size_t conv_off = c.arch == Arch::Mamba1 ? 0 : DI;  // where xBC starts in proj
       const std::vector<double> cw = tensor(f, p + "ssm_conv1d.weight");  // (CD, K)
@@ -159,7 +161,8 @@ std::vector<double> reference_logits(const gguf::File& f, const ModelConfig& c,
           B = rms(B, {}, c.mixer_rms_eps);
           C = rms(C, {}, c.mixer_rms_eps);
         }
-        std::vector<double> dt = linear(tensor(f, p + "ssm_dt.weight"), tensor(f, p + "ssm_dt.bias"), dtl, DI);
+        std::vector<double> dt =
+            linear(tensor(f, p + "ssm_dt.weight"), tensor(f, p + "ssm_dt.bias"), dtl, DI);
         for (size_t ch = 0; ch < DI; ch++) {
           const double d = softplus(dt[ch]);
           double s = 0;
@@ -191,13 +194,15 @@ std::vector<double> reference_logits(const gguf::File& f, const ModelConfig& c,
         const std::vector<double> nw = tensor(f, p + "ssm_norm.weight");
         const size_t gs = DI / G;
         for (size_t g = 0; g < G; g++) {
-          std::vector<double> part(gs), wpart(nw.begin() + long(g * gs), nw.begin() + long((g + 1) * gs));
+          std::vector<double> part(gs),
+              wpart(nw.begin() + long(g * gs), nw.begin() + long((g + 1) * gs));
           for (size_t i = 0; i < gs; i++) part[i] = y[g * gs + i] * silu(proj[g * gs + i]);
           part = rms(part, wpart, c.norm_eps);
           for (size_t i = 0; i < gs; i++) y[g * gs + i] = part[i];
         }
       }
-      const std::vector<double> out = linear(tensor(f, p + "ssm_out.weight"), tensor(f, p + "ssm_out.bias"), y, DM);
+      const std::vector<double> out =
+          linear(tensor(f, p + "ssm_out.weight"), tensor(f, p + "ssm_out.bias"), y, DM);
       for (size_t i = 0; i < DM; i++) h[i] += out[i];
     }
     const std::vector<double> l = linear(head, {}, rms(h, norm_f, c.norm_eps), V);
@@ -315,7 +320,8 @@ TEST_CASE("cpu model: logits match an independent double-precision forward") {
       for (size_t t = 0; t < ids.size(); t++)
         worst = std::max(worst, rel_l2(got.data() + t * V, want.data() + t * V, V));
       char msg[200];
-      std::snprintf(msg, sizeof msg, "%s%s: worst rel-L2 %.3g", k.name.c_str(), chunked ? " (chunked)" : "", worst);
+      std::snprintf(msg, sizeof msg, "%s%s: worst rel-L2 %.3g", k.name.c_str(),
+                    chunked ? " (chunked)" : "", worst);
       MESSAGE(msg);
       CHECK(worst < 1e-5);
     }
@@ -352,13 +358,15 @@ TEST_CASE("cpu model: prefill then decode, and split prefills, equal one prefill
         // Prefill in three pieces.
         std::vector<float> pieces, part;
         be.reset_slot(0);
-        for (auto [b, e] : {std::pair{size_t(0), k0}, std::pair{k0, k0 + 1}, std::pair{k0 + 1, ids.size()}}) {
+        for (auto [b, e] :
+             {std::pair{size_t(0), k0}, std::pair{k0, k0 + 1}, std::pair{k0 + 1, ids.size()}}) {
           if (b >= e) continue;
           be.prefill(0, std::span(ids).subspan(b, e - b), true, part);
           pieces.insert(pieces.end(), part.begin(), part.end());
         }
         REQUIRE(pieces.size() == all.size());
-        for (size_t t = 0; t < ids.size(); t++) CHECK(rel_l2(&pieces[t * V], &all[t * V], V) < 1e-6);
+        for (size_t t = 0; t < ids.size(); t++)
+          CHECK(rel_l2(&pieces[t * V], &all[t * V], V) < 1e-6);
       }
       // Last-position logits only.
       std::vector<float> last;
@@ -543,14 +551,17 @@ std::string rewrite(const std::string& src, const std::string& name, const Edit&
   for (const gguf::TensorInfo& t : f->tensors()) {
     if (t.name == e.drop) continue;
     if (t.name == e.reshape) {
-      w.add_tensor(t.name, t.dtype, e.new_ne, [](uint8_t* out, size_t n) { std::memset(out, 0, n); });
+      w.add_tensor(t.name, t.dtype, e.new_ne,
+                   [](uint8_t* out, size_t n) { std::memset(out, 0, n); });
       continue;
     }
     const uint8_t* data = t.data;
-    w.add_tensor(t.name, t.dtype, t.ne, [data](uint8_t* out, size_t n) { std::memcpy(out, data, n); });
+    w.add_tensor(t.name, t.dtype, t.ne,
+                 [data](uint8_t* out, size_t n) { std::memcpy(out, data, n); });
   }
   if (!e.add.empty())
-    w.add_tensor(e.add, gguf::DType::F32, {4}, [](uint8_t* out, size_t n) { std::memset(out, 0, n); });
+    w.add_tensor(e.add, gguf::DType::F32, {4},
+                 [](uint8_t* out, size_t n) { std::memset(out, 0, n); });
   const std::string path = (kTmp / (name + ".gguf")).string();
   w.write(path);
   return path;
@@ -583,13 +594,18 @@ TEST_CASE("cpu model: the loader rejects broken files with one clear line") {
   CHECK(error_of([&] { Model::load(rewrite(good, "extra", add("blk.0.rope_freqs"))); }) ==
         "unexpected tensor blk.0.rope_freqs in this model");
   CHECK(error_of([&] {
-          Model::load(rewrite(good, "vocab", meta([](gguf::Writer& w) { w.set_u32("mamba.vocab_size", 98); })));
+          Model::load(rewrite(good, "vocab",
+                              meta([](gguf::Writer& w) { w.set_u32("mamba.vocab_size", 98); })));
         }) == "mamba.vocab_size = 98 does not match token_embd.weight's 97 rows");
   CHECK(error_of([&] {
-          Model::load(rewrite(good, "eos", meta([](gguf::Writer& w) { w.set_u32("tokenizer.ggml.eos_token_id", 97); })));
+          Model::load(rewrite(good, "eos", meta([](gguf::Writer& w) {
+                                w.set_u32("tokenizer.ggml.eos_token_id", 97);
+                              })));
         }) == "tokenizer.ggml.eos_token_id = 97 is out of range (n_vocab = 97)");
   CHECK(error_of([&] {
-          Model::load(rewrite(good, "arch", meta([](gguf::Writer& w) { w.set_str("general.architecture", "llama"); })));
+          Model::load(rewrite(good, "arch", meta([](gguf::Writer& w) {
+                                w.set_str("general.architecture", "llama");
+                              })));
         }).find("unknown architecture 'llama'") != std::string::npos);
 
   // The 3-D conv1d weight that PyTorch has, (conv_dim, 1, d_conv), loads like the squeezed one.
@@ -602,7 +618,8 @@ TEST_CASE("cpu model: the loader rejects broken files with one clear line") {
       std::vector<uint64_t> ne = t.ne;
       if (t.name.find("ssm_conv1d.weight") != std::string::npos) ne = {ne[0], 1, ne[1]};
       const uint8_t* data = t.data;
-      w.add_tensor(t.name, t.dtype, ne, [data](uint8_t* out, size_t n) { std::memcpy(out, data, n); });
+      w.add_tensor(t.name, t.dtype, ne,
+                   [data](uint8_t* out, size_t n) { std::memcpy(out, data, n); });
     }
     const std::string path = (kTmp / "conv3d.gguf").string();
     w.write(path);
@@ -613,7 +630,8 @@ TEST_CASE("cpu model: the loader rejects broken files with one clear line") {
   // An unsupported dtype (a quantised type) patched into the header.
   {
     std::ifstream in(good, std::ios::binary);
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
     const std::string name = "blk.0.ssm_d";
     // Tensor info: u64 name length, name, u32 n_dims, u64 ne[n_dims], u32 dtype.
     std::vector<uint8_t> key(8 + name.size());
@@ -627,12 +645,14 @@ TEST_CASE("cpu model: the loader rejects broken files with one clear line") {
     std::memcpy(&n_dims, &bytes[at], 4);
     const uint32_t q4_0 = 2;
     std::memcpy(&bytes[at + 4 + 8 * n_dims], &q4_0, 4);
-    const std::string msg = error_of([&] { Model::from_gguf(gguf::File::from_memory(bytes.data(), bytes.size())); });
+    const std::string msg =
+        error_of([&] { Model::from_gguf(gguf::File::from_memory(bytes.data(), bytes.size())); });
     CHECK(msg.find("blk.0.ssm_d") != std::string::npos);
     CHECK(msg.find("unsupported") != std::string::npos);
     // Truncated: an error, never a crash.
-    CHECK(error_of([&] { Model::from_gguf(gguf::File::from_memory(bytes.data(), bytes.size() / 2)); }) !=
-          "<no error>");
+    CHECK(error_of([&] {
+            Model::from_gguf(gguf::File::from_memory(bytes.data(), bytes.size() / 2));
+          }) != "<no error>");
   }
 
   // Mamba-2 shapes: A given the wrong head count.
@@ -641,8 +661,9 @@ TEST_CASE("cpu model: the loader rejects broken files with one clear line") {
   o2.head_dim = 16;  // 4 heads
   const std::string good2 = model_file("loader_good2", o2);
   CHECK_NOTHROW(Model::load(good2));
-  CHECK(error_of([&] { Model::load(rewrite(good2, "bad_a2", reshape("blk.0.ssm_a", {1, 5}))); }) ==
-        "blk.0.ssm_a has shape [5, 1], expected [4, 1]");
+  CHECK(error_of([&] {
+          Model::load(rewrite(good2, "bad_a2", reshape("blk.0.ssm_a", {1, 5})));
+        }) == "blk.0.ssm_a has shape [5, 1], expected [4, 1]");
   CHECK(error_of([&] { Model::load(rewrite(good2, "no_norm2", drop("blk.1.ssm_norm.weight"))); }) ==
         "missing tensor blk.1.ssm_norm.weight");
 }

@@ -91,7 +91,8 @@ TEST_CASE("cpu ops: matmul for f32/f16/bf16 weights at odd sizes, 1 and 2 thread
           for (int64_t t = 0; t < T; t++)
             for (int64_t n = 0; n < N; n++) {
               double s = 0;
-              for (int64_t k = 0; k < K; k++) s += double(x[size_t(t * ldx + k)]) * wv[size_t(n * K + k)];
+              for (int64_t k = 0; k < K; k++)
+                s += double(x[size_t(t * ldx + k)]) * wv[size_t(n * K + k)];
               if (with_bias) s += bias[size_t(n)];
               if (accumulate) s += y0[size_t(t * ldy + n)];
               want[size_t(t * N + n)] = s;
@@ -149,7 +150,7 @@ TEST_CASE("cpu ops: rmsnorm with and without weight") {
 
 TEST_CASE("cpu ops: exp, softplus and silu, including edge values") {
   std::vector<float> xs = {-104.f, -100.f, -87.f, -30.f, -20.f, -10.f, -1.f, -1e-3f, -1e-7f, 0.f,
-                           1e-7f,  1e-3f,  0.5f,  1.f,   10.f,  19.9f, 20.f, 20.1f, 30.f,  80.f};
+                           1e-7f,  1e-3f,  0.5f,  1.f,   10.f,  19.9f, 20.f, 20.1f,  30.f,   80.f};
   const std::vector<float> more = uniform(1000, -80.0f, 80.0f);
   xs.insert(xs.end(), more.begin(), more.end());
   for (float x : xs) {
@@ -159,8 +160,10 @@ TEST_CASE("cpu ops: exp, softplus and silu, including edge values") {
     simd::store_n(&sp, simd::softplus(simd::set1(x)), 1);
     simd::store_n(&si, simd::silu(simd::set1(x)), 1);
     const double ee = std::exp(double(x));
-    if (ee > 1e-37) CHECK(std::fabs(e - ee) <= 4e-7 * ee);  // about 2 ulp
-    else CHECK(std::fabs(e - ee) <= 1e-37);
+    if (ee > 1e-37)
+      CHECK(std::fabs(e - ee) <= 4e-7 * ee);  // about 2 ulp
+    else
+      CHECK(std::fabs(e - ee) <= 1e-37);
     CHECK(std::fabs(sp - softplus_ref(x)) <= 4e-7 * std::max(softplus_ref(x), 1e-30));
     CHECK(std::fabs(si - silu_ref(x)) <= 4e-7 * std::fabs(silu_ref(x)) + 1e-37);
   }
@@ -172,8 +175,8 @@ TEST_CASE("cpu ops: exp, softplus and silu, including edge values") {
     dt_softplus(dt.data(), bias.data(), n, lo, hi);
     std::vector<double> want(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; i++)
-      want[size_t(i)] = std::clamp(softplus_ref(double(dt0[size_t(i)] + bias[size_t(i)])), double(lo),
-                                   double(hi));
+      want[size_t(i)] = std::clamp(softplus_ref(double(dt0[size_t(i)] + bias[size_t(i)])),
+                                   double(lo), double(hi));
     CHECK(rel_l2(dt, want) < 1e-6);
   }
 }
@@ -221,7 +224,8 @@ TEST_CASE("cpu ops: conv1d + silu, all at once and step by step") {
 TEST_CASE("cpu ops: gated RMSNorm per group") {
   for (int64_t G : {1, 2, 4}) {
     const int64_t n = 24 * G + 8 * G;  // groups of 32
-    const std::vector<float> y0 = randn(size_t(n), 2.0f), z = randn(size_t(n)), w = randn(size_t(n));
+    const std::vector<float> y0 = randn(size_t(n), 2.0f), z = randn(size_t(n)),
+                             w = randn(size_t(n));
     const float eps = 1e-5f;
     const int64_t gs = n / G;
     std::vector<double> want(static_cast<size_t>(n));
@@ -248,7 +252,8 @@ TEST_CASE("cpu ops: Mamba-1 selective scan") {
       INFO("N ", N, " T ", T);
       const int64_t ldbc = 2 * N + 3;
       const std::vector<float> x = randn(size_t(T * C)), dt = uniform(size_t(T * C), 0.001f, 0.5f);
-      const std::vector<float> bc = randn(size_t(T * ldbc)), A = uniform(size_t(C * N), -8.0f, -0.5f);
+      const std::vector<float> bc = randn(size_t(T * ldbc)),
+                               A = uniform(size_t(C * N), -8.0f, -0.5f);
       const std::vector<float> D = randn(size_t(C)), state0 = randn(size_t(C * N));
       std::vector<double> s(state0.begin(), state0.end()), want(size_t(T * C));
       for (int64_t t = 0; t < T; t++)
@@ -263,8 +268,24 @@ TEST_CASE("cpu ops: Mamba-1 selective scan") {
           want[size_t(t * C + c)] = yv + D[size_t(c)] * xv;
         }
       std::vector<float> state = state0, y(size_t(T * C));
-      Mamba1ScanArgs a{T, N, x.data(), C, dt.data(), C, bc.data(), bc.data() + N, ldbc,
-                       A.data(), D.data(), state.data(), y.data(), C};
+      // Tokens [t0, t0 + len) of the inputs.
+      auto args = [&](int64_t t0, int64_t len, float* state, float* y_out) {
+        return Mamba1ScanArgs{.T = len,
+                              .N = N,
+                              .x = x.data() + t0 * C,
+                              .ldx = C,
+                              .dt = dt.data() + t0 * C,
+                              .lddt = C,
+                              .B = bc.data() + t0 * ldbc,
+                              .C = bc.data() + t0 * ldbc + N,
+                              .ldbc = ldbc,
+                              .A = A.data(),
+                              .D = D.data(),
+                              .state = state,
+                              .y = y_out + t0 * C,
+                              .ldy = C};
+      };
+      const Mamba1ScanArgs a = args(0, T, state.data(), y.data());
       mamba1_scan(a, 0, 10);  // two channel ranges, as two threads
       mamba1_scan(a, 10, C);
       CHECK(rel_l2(y, want) < 2e-6);
@@ -272,9 +293,7 @@ TEST_CASE("cpu ops: Mamba-1 selective scan") {
       // Token by token gives the same bits.
       std::vector<float> state_s = state0, y_s(size_t(T * C));
       for (int64_t t = 0; t < T; t++) {
-        Mamba1ScanArgs b{1, N, x.data() + t * C, C, dt.data() + t * C, C,
-                         bc.data() + t * ldbc, bc.data() + t * ldbc + N, ldbc,
-                         A.data(), D.data(), state_s.data(), y_s.data() + t * C, C};
+        const Mamba1ScanArgs b = args(t, 1, state_s.data(), y_s.data());
         mamba1_scan(b, 0, C);
       }
       CHECK(bitwise_equal(y_s, y));
@@ -312,8 +331,23 @@ TEST_CASE("cpu ops: Mamba-2 scan, sequential and chunked") {
             }
           }
         auto args = [&](float* state, float* y) {
-          return Mamba2ScanArgs{T, H, P, G, N, x.data(), ldx, dt.data(), lddt, bc.data(),
-                                bc.data() + G * N, ldbc, A.data(), D.data(), state, y, H * P};
+          return Mamba2ScanArgs{.T = T,
+                                .H = H,
+                                .P = P,
+                                .G = G,
+                                .N = N,
+                                .x = x.data(),
+                                .ldx = ldx,
+                                .dt = dt.data(),
+                                .lddt = lddt,
+                                .B = bc.data(),
+                                .C = bc.data() + G * N,
+                                .ldbc = ldbc,
+                                .A = A.data(),
+                                .D = D.data(),
+                                .state = state,
+                                .y = y,
+                                .ldy = H * P};
         };
         std::vector<float> state = state0, y(size_t(T * H * P));
         mamba2_scan(args(state.data(), y.data()), 0, 1);  // two head ranges

@@ -53,7 +53,8 @@ GenerateResult generate(Backend& be, int slot, std::span<const int32_t> prompt,
   r.finish_reason = "length";
   const int slots[1] = {slot};
   for (int i = 0; i < o.n_predict; i++) {
-    if (o.ignore_eos && o.eos_id >= 0) last[size_t(o.eos_id)] = -std::numeric_limits<float>::infinity();
+    if (o.ignore_eos && o.eos_id >= 0)
+      last[size_t(o.eos_id)] = -std::numeric_limits<float>::infinity();
     const int32_t id = o.temp == 0.0f ? argmax(last) : sample(last, o.temp, rng);
     r.ids.push_back(id);
     if (!o.ignore_eos && id == o.eos_id) {

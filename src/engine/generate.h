@@ -13,12 +13,12 @@
 namespace mamba {
 
 struct GenerateOptions {
-  int n_predict = 16;         // tokens to generate (0 is valid: prefill only)
-  float temp = 0.0f;          // 0: greedy (argmax); > 0: sample from softmax(logits / temp)
-  uint64_t seed = 0;          // for sampling
-  int32_t eos_id = -1;        // generation stops after this token (-1: none)
-  bool ignore_eos = false;    // never pick eos_id (its logit is set to -inf) and run n_predict
-  bool prompt_logits = false; // keep the logits of every prompt position
+  int n_predict = 16;          // tokens to generate (0 is valid: prefill only)
+  float temp = 0.0f;           // 0: greedy (argmax); > 0: sample from softmax(logits / temp)
+  uint64_t seed = 0;           // for sampling
+  int32_t eos_id = -1;         // generation stops after this token (-1: none)
+  bool ignore_eos = false;     // never pick eos_id (its logit is set to -inf) and run n_predict
+  bool prompt_logits = false;  // keep the logits of every prompt position
 };
 
 struct GenerateResult {

@@ -76,8 +76,7 @@ std::vector<float> TensorLoader::vec(const std::string& name, const std::vector<
   return out;
 }
 
-std::vector<float> TensorLoader::opt_vec(const std::string& name,
-                                         const std::vector<int64_t>& shape,
+std::vector<float> TensorLoader::opt_vec(const std::string& name, const std::vector<int64_t>& shape,
                                          const std::vector<int64_t>& alt) {
   if (!has(name)) return {};
   return vec(name, shape, alt);
@@ -126,8 +125,8 @@ std::unique_ptr<Model> Model::from_gguf(std::unique_ptr<gguf::File> file) {
     w.in_proj = tl.matrix(p + "ssm_in.weight", c.in_proj_rows(), c.d_model);
     w.in_proj_bias = tl.opt_vec(p + "ssm_in.bias", {c.in_proj_rows()});
     // llama.cpp squeezes PyTorch's (conv_dim, 1, d_conv) to (conv_dim, d_conv); take either.
-    w.conv_w = tl.vec(p + "ssm_conv1d.weight", {c.conv_dim(), c.d_conv},
-                      {c.conv_dim(), 1, c.d_conv});
+    w.conv_w =
+        tl.vec(p + "ssm_conv1d.weight", {c.conv_dim(), c.d_conv}, {c.conv_dim(), 1, c.d_conv});
     w.conv_b = tl.opt_vec(p + "ssm_conv1d.bias", {c.conv_dim()});
     if (w.conv_b.empty()) w.conv_b.assign(size_t(c.conv_dim()), 0.0f);
     w.out_proj = tl.matrix(p + "ssm_out.weight", c.d_model, c.d_inner);

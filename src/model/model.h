@@ -31,21 +31,21 @@ struct Matrix {
 
 struct LayerWeights {
   // ---- both architectures ----
-  std::vector<float> attn_norm;     // (d_model)                   norm.weight
-  Matrix in_proj;                   // (in_proj_rows, d_model)     mixer.in_proj.weight
-  std::vector<float> in_proj_bias;  // (in_proj_rows) or empty     mixer.in_proj.bias
-  std::vector<float> conv_w;        // (conv_dim, d_conv)          mixer.conv1d.weight
-  std::vector<float> conv_b;        // (conv_dim), zeros if absent mixer.conv1d.bias
-  std::vector<float> dt_bias;       // Mamba-1 (d_inner), Mamba-2 (n_heads)
-  std::vector<float> A;             // Mamba-1 (d_inner, d_state), Mamba-2 (n_heads); = -exp(A_log)
-  std::vector<float> D;             // Mamba-1 (d_inner), Mamba-2 (n_heads)
-  Matrix out_proj;                  // (d_model, d_inner)          mixer.out_proj.weight
-  std::vector<float> out_proj_bias; // (d_model) or empty          mixer.out_proj.bias
+  std::vector<float> attn_norm;      // (d_model)                   norm.weight
+  Matrix in_proj;                    // (in_proj_rows, d_model)     mixer.in_proj.weight
+  std::vector<float> in_proj_bias;   // (in_proj_rows) or empty     mixer.in_proj.bias
+  std::vector<float> conv_w;         // (conv_dim, d_conv)          mixer.conv1d.weight
+  std::vector<float> conv_b;         // (conv_dim), zeros if absent mixer.conv1d.bias
+  std::vector<float> dt_bias;        // Mamba-1 (d_inner), Mamba-2 (n_heads)
+  std::vector<float> A;              // Mamba-1 (d_inner, d_state), Mamba-2 (n_heads); = -exp(A_log)
+  std::vector<float> D;              // Mamba-1 (d_inner), Mamba-2 (n_heads)
+  Matrix out_proj;                   // (d_model, d_inner)          mixer.out_proj.weight
+  std::vector<float> out_proj_bias;  // (d_model) or empty          mixer.out_proj.bias
   // ---- Mamba-1 only ----
-  Matrix x_proj;                    // (dt_rank + 2*d_state, d_inner)  mixer.x_proj.weight
-  Matrix dt_proj;                   // (d_inner, dt_rank)              mixer.dt_proj.weight
+  Matrix x_proj;   // (dt_rank + 2*d_state, d_inner)  mixer.x_proj.weight
+  Matrix dt_proj;  // (d_inner, dt_rank)              mixer.dt_proj.weight
   // ---- Mamba-2 only ----
-  std::vector<float> norm;          // (d_inner)  mixer.norm.weight, the gated RMSNorm
+  std::vector<float> norm;  // (d_inner)  mixer.norm.weight, the gated RMSNorm
 };
 
 class Model {
@@ -59,15 +59,15 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const gguf::File& gguf() const { return *file_; }
 
-  Matrix token_embd;                // (n_vocab, d_model)   backbone.embeddings.weight
-  std::vector<float> output_norm;   // (d_model)            backbone.norm_f.weight
-  Matrix output;                    // (n_vocab, d_model)   lm_head.weight (= token_embd if tied)
-  bool tied = false;                // true when the file has no output.weight
-  std::vector<LayerWeights> layers; // (n_layer)
+  Matrix token_embd;                 // (n_vocab, d_model)   backbone.embeddings.weight
+  std::vector<float> output_norm;    // (d_model)            backbone.norm_f.weight
+  Matrix output;                     // (n_vocab, d_model)   lm_head.weight (= token_embd if tied)
+  bool tied = false;                 // true when the file has no output.weight
+  std::vector<LayerWeights> layers;  // (n_layer)
 
-  int32_t eos_id = -1;              // tokenizer.ggml.eos_token_id, -1 when absent
-  uint64_t n_params = 0;            // elements over all tensors
-  uint64_t weight_bytes = 0;        // bytes of tensor data in the file
+  int32_t eos_id = -1;        // tokenizer.ggml.eos_token_id, -1 when absent
+  uint64_t n_params = 0;      // elements over all tensors
+  uint64_t weight_bytes = 0;  // bytes of tensor data in the file
 
  private:
   Model() = default;

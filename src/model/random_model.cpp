@@ -51,7 +51,7 @@ struct Rng {
     return z ^ (z >> 31);
   }
   float uniform() { return float(next() >> 40) * (1.0f / 16777216.0f); }  // [0, 1)
-  float sym() { return 2.0f * uniform() - 1.0f; }                          // [-1, 1)
+  float sym() { return 2.0f * uniform() - 1.0f; }                         // [-1, 1)
 };
 
 uint64_t name_seed(uint64_t seed, const std::string& name) {
@@ -105,10 +105,8 @@ void write_random_model(const RandomModelOptions& o, const std::string& path) {
     add(w, seed, name, big, {uint64_t(cols), uint64_t(rows)},
         [a](Rng& r, uint64_t) { return a * r.sym(); });
   };
-  auto vector = [&](const std::string& name, std::vector<uint64_t> ne, float center,
-                    float spread) {
-    add(w, seed, name, small, ne,
-        [=](Rng& r, uint64_t) { return center + spread * r.sym(); });
+  auto vector = [&](const std::string& name, std::vector<uint64_t> ne, float center, float spread) {
+    add(w, seed, name, small, ne, [=](Rng& r, uint64_t) { return center + spread * r.sym(); });
   };
   const auto D = uint64_t(c.d_model), DI = uint64_t(c.d_inner), N = uint64_t(c.d_state);
 
@@ -135,9 +133,8 @@ void write_random_model(const RandomModelOptions& o, const std::string& path) {
       add(w, seed, p + "ssm_dt.bias", small, {DI},
           [](Rng& r, uint64_t) { return inv_softplus_dt(r); });
       // S4D-real: A[c, n] = -(n + 1), jittered so channels differ.
-      add(w, seed, p + "ssm_a", small, {N, DI}, [N](Rng& r, uint64_t i) {
-        return -float(i % N + 1) * (1.0f + 0.1f * r.sym());
-      });
+      add(w, seed, p + "ssm_a", small, {N, DI},
+          [N](Rng& r, uint64_t i) { return -float(i % N + 1) * (1.0f + 0.1f * r.sym()); });
       vector(p + "ssm_d", {DI}, 1.0f, 0.5f);
     } else {
       const auto H = uint64_t(c.n_heads), G = uint64_t(c.n_groups);

@@ -30,16 +30,16 @@ struct RandomModelOptions {
   int64_t chunk_size = 256;  // Mamba-2
   float dt_min = 0.0f;       // Mamba-2 time_step_limit
   float dt_max = std::numeric_limits<float>::infinity();
-  bool falcon = false;       // Mamba-1 with weightless RMSNorm on dt, B, C (Falcon-Mamba)
-  bool conv_bias = true;     // conv1d.bias present
-  bool proj_bias = false;    // in_proj.bias and out_proj.bias present
-  bool tied = true;          // no output.weight: the LM head reuses token_embd
+  bool falcon = false;     // Mamba-1 with weightless RMSNorm on dt, B, C (Falcon-Mamba)
+  bool conv_bias = true;   // conv1d.bias present
+  bool proj_bias = false;  // in_proj.bias and out_proj.bias present
+  bool tied = true;        // no output.weight: the LM head reuses token_embd
   gguf::DType dtype = gguf::DType::F32;        // big matrices
   gguf::DType small_dtype = gguf::DType::F32;  // norms, biases, conv, A, D
-  float weight_scale = 1.0f; // multiplies every projection's init range
+  float weight_scale = 1.0f;                   // multiplies every projection's init range
   uint64_t seed = 1;
-  int32_t eos_id = -1;       // written as tokenizer.ggml.eos_token_id when >= 0
-  bool flat_vectors = false; // Mamba-2: write A, D and the norm as plain 1-D tensors
+  int32_t eos_id = -1;        // written as tokenizer.ggml.eos_token_id when >= 0
+  bool flat_vectors = false;  // Mamba-2: write A, D and the norm as plain 1-D tensors
 };
 
 // The config such a file loads as (validated).

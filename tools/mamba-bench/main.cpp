@@ -120,8 +120,8 @@ int main(int argc, char** argv) {
           const double sd = tps.size() > 1 ? std::sqrt(var / double(tps.size() - 1)) : 0.0;
           std::printf("| %s | %.2f MiB | %.2f M | %s | %d | %s%d | %.2f ± %.2f |\n",
                       model_label(*model).c_str(), double(model->weight_bytes) / 1048576.0,
-                      double(model->n_params) / 1e6, be->name().c_str(), nt,
-                      t.prompt ? "pp" : "tg", t.n, mean, sd);
+                      double(model->n_params) / 1e6, be->name().c_str(), nt, t.prompt ? "pp" : "tg",
+                      t.n, mean, sd);
           std::fflush(stdout);
         }
       }

@@ -45,8 +45,8 @@ static std::vector<int32_t> parse_ids(const std::string& s) {
 }
 
 static int run(const std::string& model_path, const std::string& prompt_ids, int n_predict,
-               float temp, uint64_t seed, bool json, bool ignore_eos,
-               const std::string& logits_out, int n_threads, const std::string& device) {
+               float temp, uint64_t seed, bool json, bool ignore_eos, const std::string& logits_out,
+               int n_threads, const std::string& device) {
   const std::vector<int32_t> prompt = parse_ids(prompt_ids);
   if (prompt.empty()) fail("the prompt is empty");
   if (n_predict < 0) fail("-n must be >= 0");
@@ -95,7 +95,9 @@ static int run(const std::string& model_path, const std::string& prompt_ids, int
   } else {
     for (size_t i = 0; i < r.ids.size(); i++) std::cout << (i ? " " : "") << r.ids[i];
     std::cout << std::endl;
-    std::fprintf(stderr, "prompt: %zu tokens, %.2f ms (%.1f tok/s); generated: %zu tokens, %.2f ms (%.1f tok/s); %s\n",
+    std::fprintf(stderr,
+                 "prompt: %zu tokens, %.2f ms (%.1f tok/s); generated: %zu tokens, %.2f ms (%.1f "
+                 "tok/s); %s\n",
                  prompt.size(), r.prompt_ms, prompt_tps, r.ids.size(), r.predict_ms, predict_tps,
                  r.finish_reason.c_str());
   }

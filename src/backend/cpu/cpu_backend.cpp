@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "backend/cpu/ops.h"
 #include "common/error.h"
@@ -23,10 +24,14 @@ CpuBackend::CpuBackend(const Model& model, int n_threads, int n_slots, bool chun
     : model_(model), c_(model.config()), pool_(n_threads), chunked_scan_(chunked_scan) {
   if (n_slots < 1 || n_slots > 4096) fail("n_slots = ", n_slots, " is out of range (1..4096)");
   const int64_t CD = c_.conv_dim();
-  slots_.resize(size_t(n_slots));
-  for (SlotState& s : slots_) {
-    s.conv.assign(size_t(c_.n_layer * (c_.d_conv - 1) * CD), 0.0f);
-    s.ssm.assign(size_t(c_.n_layer * c_.d_inner * c_.d_state), 0.0f);
+  try {
+    slots_.resize(size_t(n_slots));
+    for (SlotState& s : slots_) {
+      s.conv.assign(size_t(c_.n_layer * (c_.d_conv - 1) * CD), 0.0f);
+      s.ssm.assign(size_t(c_.n_layer * c_.d_inner * c_.d_state), 0.0f);
+    }
+  } catch (const std::bad_alloc&) {
+    fail("not enough memory for ", n_slots, " state slots of ", c_.state_bytes(), " bytes");
   }
   // conv1d weights transposed to (d_conv, conv_dim): one tap for W neighbouring channels is
   // then one vector load.
@@ -36,7 +41,8 @@ CpuBackend::CpuBackend(const Model& model, int n_threads, int n_slots, bool chun
     std::vector<float>& wt = conv_w_t_[size_t(il)];
     wt.resize(w.size());
     for (int64_t ch = 0; ch < CD; ch++)
-      for (int64_t k = 0; k < c_.d_conv; k++) wt[size_t(k * CD + ch)] = w[size_t(ch * c_.d_conv + k)];
+      for (int64_t k = 0; k < c_.d_conv; k++)
+        wt[size_t(k * CD + ch)] = w[size_t(ch * c_.d_conv + k)];
   }
 }
 
@@ -120,8 +126,8 @@ void CpuBackend::forward(std::span<const int32_t> tokens, std::span<const Seq> s
                          std::span<const int64_t> out_rows, float* logits_out) {
   const int64_t T = int64_t(tokens.size()), DM = c_.d_model;
   ensure_scratch(T);
-  float* h = h_.data();     // (T, d_model)
-  float* xn = s_.xn.data(); // (T, d_model)
+  float* h = h_.data();      // (T, d_model)
+  float* xn = s_.xn.data();  // (T, d_model)
 
   // hidden_states = self.embeddings(input_ids)
   for (int64_t t = 0; t < T; t++) matrix_row(model_.token_embd, tokens[size_t(t)], h + t * DM);
@@ -134,8 +140,8 @@ void CpuBackend::forward(std::span<const int32_t> tokens, std::span<const Seq> s
         rmsnorm(h + t * DM, DM, w.attn_norm.data(), c_.norm_eps, xn + t * DM);
     });
     // hidden_states = residual + self.mixer(hidden_states)
-    const LayerArgs args{pool_, c_, w, conv_w_t_[size_t(il)].data(), il, T, seqs, s_,
-                         chunked_scan_};
+    const LayerArgs args{pool_, c_,           w, conv_w_t_[size_t(il)].data(), il, T, seqs,
+                         s_,    chunked_scan_};
     if (c_.arch == Arch::Mamba1)
       mamba1_layer(args, h);
     else

@@ -60,7 +60,7 @@ class CpuBackend final : public Backend {
   std::vector<std::vector<float>> conv_w_t_;  // per layer (d_conv, conv_dim)
   int64_t scratch_rows_ = 0;
   Scratch s_;
-  std::vector<float> h_;   // (T, d_model)  the residual stream
+  std::vector<float> h_;  // (T, d_model)  the residual stream
 };
 
 // Largest number of token rows in one forward pass; longer prompts go through in pieces.

@@ -38,7 +38,7 @@ struct LayerArgs {
   int64_t T;              // rows in this batch
   std::span<const Seq> seqs;
   Scratch& s;
-  bool chunked_scan;      // Mamba-2: chunked SSD instead of the token-by-token scan
+  bool chunked_scan;  // Mamba-2: chunked SSD instead of the token-by-token scan
 };
 
 // h (T, d_model) += Mixer(s.xn): the residual stream is updated in place.

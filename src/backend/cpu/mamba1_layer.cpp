@@ -30,8 +30,8 @@ void mamba1_layer(const LayerArgs& a, float* h) {
     const Range r = split(DI, ith, nth, simd::W);
     for (const Seq& q : a.seqs)
       conv1d_silu(proj + q.t0 * ld_proj, ld_proj, q.len, r.begin, r.end, a.conv_w_t,
-                  w.conv_b.data(), c.d_conv, DI,
-                  q.conv_state + int64_t(a.il) * (c.d_conv - 1) * DI, xc + q.t0 * DI, DI);
+                  w.conv_b.data(), c.d_conv, DI, q.conv_state + int64_t(a.il) * (c.d_conv - 1) * DI,
+                  xc + q.t0 * DI, DI);
   });
 
   // ssm_parameters = self.x_proj(hidden_states)
@@ -68,19 +68,25 @@ void mamba1_layer(const LayerArgs& a, float* h) {
     //   ssm_state = exp(A * dt) * ssm_state + dt * B * x
     //   y = ssm_state @ C + x * D
     for (const Seq& q : a.seqs) {
-      Mamba1ScanArgs sa{q.len,
-                        N,
-                        xc + q.t0 * DI, DI,
-                        dt + q.t0 * DI, DI,
-                        dbl + q.t0 * ld_dbl + R, dbl + q.t0 * ld_dbl + R + N, ld_dbl,
-                        w.A.data(),
-                        w.D.data(),
-                        q.ssm_state + int64_t(a.il) * DI * N,
-                        y + q.t0 * DI, DI};
+      const Mamba1ScanArgs sa{.T = q.len,
+                              .N = N,
+                              .x = xc + q.t0 * DI,
+                              .ldx = DI,
+                              .dt = dt + q.t0 * DI,
+                              .lddt = DI,
+                              .B = dbl + q.t0 * ld_dbl + R,
+                              .C = dbl + q.t0 * ld_dbl + R + N,
+                              .ldbc = ld_dbl,
+                              .A = w.A.data(),
+                              .D = w.D.data(),
+                              .state = q.ssm_state + int64_t(a.il) * DI * N,
+                              .y = y + q.t0 * DI,
+                              .ldy = DI};
       mamba1_scan(sa, r.begin, r.end);
     }
     // scan_output = scan_output * act(gate)
-    for (int64_t t = 0; t < T; t++) mul_silu(y + t * DI + r.begin, proj + t * ld_proj + DI + r.begin, nc);
+    for (int64_t t = 0; t < T; t++)
+      mul_silu(y + t * DI + r.begin, proj + t * ld_proj + DI + r.begin, nc);
   });
 
   // contextualized_states = self.out_proj(scan_output); hidden_states = residual + that

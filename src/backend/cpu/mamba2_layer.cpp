@@ -28,8 +28,8 @@ void mamba2_layer(const LayerArgs& a, float* h) {
     const Range r = split(CD, ith, nth, simd::W);
     for (const Seq& q : a.seqs)
       conv1d_silu(proj + q.t0 * ld_proj + DI, ld_proj, q.len, r.begin, r.end, a.conv_w_t,
-                  w.conv_b.data(), c.d_conv, CD,
-                  q.conv_state + int64_t(a.il) * (c.d_conv - 1) * CD, xc + q.t0 * CD, CD);
+                  w.conv_b.data(), c.d_conv, CD, q.conv_state + int64_t(a.il) * (c.d_conv - 1) * CD,
+                  xc + q.t0 * CD, CD);
   });
 
   // Per head from here to the scan output: one pass per thread over its heads.
@@ -39,21 +39,30 @@ void mamba2_layer(const LayerArgs& a, float* h) {
     // dt = softplus(dt + dt_bias); dt = clamp(dt, time_step_min, time_step_max)
     float* dt = proj + DI + CD;  // (T, ld_proj), H columns
     for (int64_t t = 0; t < T; t++)
-      dt_softplus(dt + t * ld_proj + r.begin, w.dt_bias.data() + r.begin, r.end - r.begin,
-                  c.dt_min, c.dt_max);
+      dt_softplus(dt + t * ld_proj + r.begin, w.dt_bias.data() + r.begin, r.end - r.begin, c.dt_min,
+                  c.dt_max);
     // hidden_states, B, C = split(xBC, [DI, G*N, G*N])
     // for each t:
     //   ssm_state = exp(dt * A) * ssm_state + dt * x B^T      (per head, B of its group)
     //   y = ssm_state @ C + D * x
     for (const Seq& q : a.seqs) {
-      Mamba2ScanArgs sa{q.len, H, P, G, N,
-                        xc + q.t0 * CD, CD,
-                        dt + q.t0 * ld_proj, ld_proj,
-                        xc + q.t0 * CD + DI, xc + q.t0 * CD + DI + G * N, CD,
-                        w.A.data(),
-                        w.D.data(),
-                        q.ssm_state + int64_t(a.il) * DI * N,
-                        y + q.t0 * DI, DI};
+      const Mamba2ScanArgs sa{.T = q.len,
+                              .H = H,
+                              .P = P,
+                              .G = G,
+                              .N = N,
+                              .x = xc + q.t0 * CD,
+                              .ldx = CD,
+                              .dt = dt + q.t0 * ld_proj,
+                              .lddt = ld_proj,
+                              .B = xc + q.t0 * CD + DI,
+                              .C = xc + q.t0 * CD + DI + G * N,
+                              .ldbc = CD,
+                              .A = w.A.data(),
+                              .D = w.D.data(),
+                              .state = q.ssm_state + int64_t(a.il) * DI * N,
+                              .y = y + q.t0 * DI,
+                              .ldy = DI};
       // The chunked form only pays off over more than one token.
       if (a.chunked_scan && q.len > 1)
         mamba2_scan_chunked(sa, r.begin, r.end, c.chunk_size);

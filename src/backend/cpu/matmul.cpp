@@ -26,8 +26,8 @@ using namespace simd;
 
 namespace {
 
-constexpr int kTT = 4;  // tokens per tile
-constexpr int kNN = 6;  // weight rows per tile
+constexpr int kTT = 4;                            // tokens per tile
+constexpr int kNN = 6;                            // weight rows per tile
 constexpr int64_t kTokenBlockBytes = 512 * 1024;  // activations kept in L2 per pass over w
 
 // How a weight element type becomes a float vector.
@@ -48,11 +48,11 @@ struct BF16 {
 };
 
 struct TileArgs {
-  const void* w;  // row 0 of the tile
-  int64_t K;      // row length (= stride) of w
-  const float* x; // token 0 of the tile
+  const void* w;   // row 0 of the tile
+  int64_t K;       // row length (= stride) of w
+  const float* x;  // token 0 of the tile
   int64_t ldx;
-  float* y;       // y[0, 0] of the tile
+  float* y;  // y[0, 0] of the tile
   int64_t ldy;
   const float* bias;  // bias[0] of the tile or null
   bool accumulate;
@@ -135,8 +135,8 @@ void matmul_rows(const Matrix& w, const float* x, int64_t ldx, int64_t T, float*
       const int nn = int(std::min<int64_t>(kNN, n1 - n));
       for (int64_t t = t0; t < t1; t += kTT) {
         const int tt = int(std::min<int64_t>(kTT, t1 - t));
-        TileArgs a{wd + n * K, K,   x + t * ldx, ldx, y + t * ldy + n, ldy,
-                   bias ? bias + n : nullptr, accumulate};
+        TileArgs a{wd + n * K, K, x + t * ldx, ldx, y + t * ldy + n, ldy, bias ? bias + n : nullptr,
+                   accumulate};
         tiles.fn[tt - 1][nn - 1](a);
       }
     }

@@ -40,9 +40,9 @@ void rmsnorm(const float* x, int64_t n, const float* w, float eps, float* out) {
   }
 }
 
-void conv1d_silu(const float* x, int64_t ldx, int64_t T, int64_t c0, int64_t c1,
-                 const float* w_t, const float* bias, int64_t d_conv, int64_t C, float* state,
-                 float* out, int64_t ldo) {
+void conv1d_silu(const float* x, int64_t ldx, int64_t T, int64_t c0, int64_t c1, const float* w_t,
+                 const float* bias, int64_t d_conv, int64_t C, float* state, float* out,
+                 int64_t ldo) {
   const int64_t S = d_conv - 1;  // rows of state
   // Row i of the window: the state for i < S, then the new inputs.
   auto window = [&](int64_t i, int64_t c) {
@@ -174,14 +174,30 @@ void for_blocks(int64_t N, Body&& body) {
     const int64_t len = std::min(kBlock, N - n0);
     const bool first = n0 == 0, last = n0 + kBlock >= N;
     switch ((len + W - 1) / W) {
-      case 1: body(std::integral_constant<int, 1>{}, n0, len, first, last); break;
-      case 2: body(std::integral_constant<int, 2>{}, n0, len, first, last); break;
-      case 3: body(std::integral_constant<int, 3>{}, n0, len, first, last); break;
-      case 4: body(std::integral_constant<int, 4>{}, n0, len, first, last); break;
-      case 5: body(std::integral_constant<int, 5>{}, n0, len, first, last); break;
-      case 6: body(std::integral_constant<int, 6>{}, n0, len, first, last); break;
-      case 7: body(std::integral_constant<int, 7>{}, n0, len, first, last); break;
-      default: body(std::integral_constant<int, 8>{}, n0, len, first, last); break;
+      case 1:
+        body(std::integral_constant<int, 1>{}, n0, len, first, last);
+        break;
+      case 2:
+        body(std::integral_constant<int, 2>{}, n0, len, first, last);
+        break;
+      case 3:
+        body(std::integral_constant<int, 3>{}, n0, len, first, last);
+        break;
+      case 4:
+        body(std::integral_constant<int, 4>{}, n0, len, first, last);
+        break;
+      case 5:
+        body(std::integral_constant<int, 5>{}, n0, len, first, last);
+        break;
+      case 6:
+        body(std::integral_constant<int, 6>{}, n0, len, first, last);
+        break;
+      case 7:
+        body(std::integral_constant<int, 7>{}, n0, len, first, last);
+        break;
+      default:
+        body(std::integral_constant<int, 8>{}, n0, len, first, last);
+        break;
     }
   }
 }
@@ -250,8 +266,7 @@ void mamba2_scan_chunked(const Mamba2ScanArgs& a, int64_t h0, int64_t h1, int64_
         decay[size_t(t)] = std::exp(float(cum[size_t(L - 1)] - cum[size_t(t)])) * dt[t * a.lddt];
         for (int64_t s = 0; s <= t; s++)
           M[size_t(t * L + s)] = dot(C + t * a.ldbc, B + s * a.ldbc, N) *
-                                 std::exp(float(cum[size_t(t)] - cum[size_t(s)])) *
-                                 dt[s * a.lddt];
+                                 std::exp(float(cum[size_t(t)] - cum[size_t(s)])) * dt[s * a.lddt];
       }
       // y before the state is overwritten: it needs state_in.
       for (int64_t t = 0; t < L; t++)

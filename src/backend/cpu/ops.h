@@ -33,9 +33,9 @@ void rmsnorm(const float* x, int64_t n, const float* w, float eps, float* out);
 //   state   = last d_conv - 1 rows of the window
 // x (T, ldx), w_t (d_conv, C) = the (C, d_conv) weight transposed, bias (C),
 // state (d_conv - 1, C), out (T, ldo).
-void conv1d_silu(const float* x, int64_t ldx, int64_t T, int64_t c0, int64_t c1,
-                 const float* w_t, const float* bias, int64_t d_conv, int64_t C, float* state,
-                 float* out, int64_t ldo);
+void conv1d_silu(const float* x, int64_t ldx, int64_t T, int64_t c0, int64_t c1, const float* w_t,
+                 const float* bias, int64_t d_conv, int64_t C, float* state, float* out,
+                 int64_t ldo);
 
 // dt[i] = clamp(softplus(dt[i] + bias[i]), lo, hi) for i < n, in place.
 void dt_softplus(float* dt, const float* bias, int64_t n, float lo, float hi);
@@ -49,14 +49,20 @@ void mul_silu(float* x, const float* z, int64_t n);
 // x, dt, y are (T, ld*) with one column per channel; B and C are (T, ldbc); A (C, N);
 // state (C, N) is read and updated.
 struct Mamba1ScanArgs {
-  int64_t T, N;
-  const float* x;  int64_t ldx;
-  const float* dt; int64_t lddt;
-  const float* B;  const float* C; int64_t ldbc;
+  int64_t T;
+  int64_t N;
+  const float* x;
+  int64_t ldx;
+  const float* dt;
+  int64_t lddt;
+  const float* B;
+  const float* C;
+  int64_t ldbc;
   const float* A;
   const float* D;
   float* state;
-  float* y;        int64_t ldy;
+  float* y;
+  int64_t ldy;
 };
 void mamba1_scan(const Mamba1ScanArgs& a, int64_t c0, int64_t c1);
 
@@ -66,14 +72,23 @@ void mamba1_scan(const Mamba1ScanArgs& a, int64_t c0, int64_t c1);
 //   y[t, h, p] = sum_n s[h, p, n] * C[t, g, n] + D[h] * x[t, h, p]
 // x, y (T, ld) with H*P columns; dt (T, lddt) with H; B, C (T, ldbc) with G*N; state (H, P, N).
 struct Mamba2ScanArgs {
-  int64_t T, H, P, G, N;
-  const float* x;  int64_t ldx;
-  const float* dt; int64_t lddt;
-  const float* B;  const float* C; int64_t ldbc;
+  int64_t T;
+  int64_t H;
+  int64_t P;
+  int64_t G;
+  int64_t N;
+  const float* x;
+  int64_t ldx;
+  const float* dt;
+  int64_t lddt;
+  const float* B;
+  const float* C;
+  int64_t ldbc;
   const float* A;
   const float* D;
   float* state;
-  float* y;        int64_t ldy;
+  float* y;
+  int64_t ldy;
 };
 // Token by token, exactly the recurrence above.
 void mamba2_scan(const Mamba2ScanArgs& a, int64_t h0, int64_t h1);

@@ -127,9 +127,8 @@ inline V scale2(V a, V n) {
 inline V frexp1(V a, V* e) {
   const __m256i u = _mm256_castps_si256(a);
   *e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(u, 23), _mm256_set1_epi32(127)));
-  return _mm256_castsi256_ps(
-      _mm256_or_si256(_mm256_and_si256(u, _mm256_set1_epi32(0x007fffff)),
-                      _mm256_set1_epi32(0x3f800000)));
+  return _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(u, _mm256_set1_epi32(0x007fffff)),
+                                             _mm256_set1_epi32(0x3f800000)));
 }
 
 #else
@@ -142,7 +141,9 @@ inline V set1(float a) { return a; }
 inline V load(const float* p) { return *p; }
 inline V load_n(const float* p, int n) { return n > 0 ? *p : 0.0f; }
 inline void store(float* p, V a) { *p = a; }
-inline void store_n(float* p, V a, int n) { if (n > 0) *p = a; }
+inline void store_n(float* p, V a, int n) {
+  if (n > 0) *p = a;
+}
 inline V load_f16(const uint16_t* p) { return f16_to_f32(*p); }
 inline V load_bf16(const uint16_t* p) { return bf16_to_f32(*p); }
 inline V add(V a, V b) { return a + b; }

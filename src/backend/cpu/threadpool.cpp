@@ -27,9 +27,7 @@ ThreadPool::ThreadPool(int n_threads) {
 ThreadPool::~ThreadPool() {
   stop_.store(true);
   generation_.fetch_add(1);
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-  }
+  { std::lock_guard<std::mutex> lk(mu_); }
   cv_.notify_all();
   for (std::thread& t : threads_) t.join();
 }
