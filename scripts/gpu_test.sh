@@ -59,16 +59,18 @@ if [ "${SANITIZE:-1}" != 0 ]; then
   export MAMBA_CUDA_TEST_QUICK=1  # real head shapes, fewer of them: sanitizers are slow
   # memcheck reports every failing API call, so the test case whose point is a failing
   # cudaMalloc (the out-of-memory message) is left out of the memcheck run.
-  # racecheck flags shared-memory hazards inside cuBLAS's own Hopper GEMM kernels (nvjet_*),
-  # not in ours; those kernels are excluded from the racecheck runs.
   memcheck=("$san" --tool memcheck --error-exitcode 1)
-  racecheck=("$san" --tool racecheck --error-exitcode 1)
-  san_help=$("$san" --help 2>&1)  # (not piped into grep -q: SIGPIPE under pipefail)
-  [[ $san_help == *kernel-name-exclude* ]] && racecheck+=(--kernel-name-exclude kns=nvjet)
   run_test memcheck-ops timeout "$st" "${memcheck[@]}" "$build/tests/test_cuda_ops" -tce="errors*"
-  run_test racecheck-ops timeout "$st" "${racecheck[@]}" "$build/tests/test_cuda_ops"
   run_test memcheck-model timeout "$st" "${memcheck[@]}" "$build/tests/test_cuda_model"
-  run_test racecheck-model timeout "$st" "${racecheck[@]}" "$build/tests/test_cuda_model"
+  # racecheck also reports shared-memory hazards inside cuBLAS's own Hopper GEMM kernels
+  # (nvjet_*), which are not this project's code, so its verdict comes from the hazards it
+  # names in our kernels (see the summary at the end), not from its exit code. Excluding those kernels
+  # with --kernel-name-exclude made the sanitizer crash on them instead. The fixtures test case
+  # is left out: the same kernels as the random models, but far slower under racecheck.
+  racecheck=("$san" --tool racecheck)
+  run_test racecheck-ops timeout "$st" "${racecheck[@]}" "$build/tests/test_cuda_ops"
+  run_test racecheck-model timeout "$st" "${racecheck[@]}" "$build/tests/test_cuda_model" \
+    -tce="fixtures*"
   unset MAMBA_CUDA_TEST_QUICK
 fi
 
@@ -81,9 +83,19 @@ cat "$logs"/ops.log "$logs"/model.log 2>/dev/null | grep '^RESULT ' | sed 's/^RE
 if [ "${SANITIZE:-1}" != 0 ]; then
   echo
   echo "== compute-sanitizer"
-  for f in memcheck-ops racecheck-ops memcheck-model racecheck-model; do
+  for f in memcheck-ops memcheck-model racecheck-ops racecheck-model; do
     summary=$(grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$logs/$f.log" 2>/dev/null | tail -1)
-    printf "%-18s %s\n" "$f" "${summary:-no summary (see $f.log)}"
+    summary=${summary#========= }
+    printf "%-16s %s\n" "$f" "${summary:-no summary (see $f.log): FAIL}"
+    [ -n "$summary" ] || status=1
+    if [[ $f == racecheck-* ]]; then
+      all=$(grep -c "Race reported between" "$logs/$f.log")
+      ours=$(grep "Race reported between" "$logs/$f.log" | grep -vc " at nvjet_")
+      internal=$(grep -c "Internal Sanitizer Error" "$logs/$f.log")
+      verdict=ok; { [ "$ours" -eq 0 ] && [ "$internal" -eq 0 ]; } || { verdict=FAIL; status=1; }
+      printf "%-16s   race reports in this project's kernels: %d, in cuBLAS nvjet_* kernels: %d  %s\n" \
+        "" "$ours" $(( all - ours )) "$verdict"
+    fi
   done
 fi
 exit $status
