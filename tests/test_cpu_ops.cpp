@@ -117,16 +117,26 @@ TEST_CASE("cpu ops: matmul for f32/f16/bf16 weights at odd sizes, 1 and 2 thread
 }
 
 TEST_CASE("cpu ops: matmul rows agree whether computed alone or in a batch") {
-  // Decode (one token) and prefill (many) must produce the same bits for the same row.
+  // Decode (one token) and prefill (many; 16-bit weights are then widened per row block)
+  // must produce the same bits for the same row.
   ThreadPool pool(2);
   const int64_t K = 75, N = 29, T = 11;
   const std::vector<float> wf = randn(size_t(N * K)), x = randn(size_t(T * K));
-  const Matrix w{wf.data(), gguf::DType::F32, N, K};
-  std::vector<float> all(static_cast<size_t>(T * N)), one(static_cast<size_t>(N));
-  matmul(pool, w, x.data(), K, T, all.data(), N);
-  for (int64_t t = 0; t < T; t++) {
-    matmul(pool, w, x.data() + t * K, K, 1, one.data(), N);
-    CHECK(std::memcmp(one.data(), all.data() + t * N, size_t(N) * 4) == 0);
+  std::vector<uint16_t> wh(wf.size()), wb(wf.size());
+  for (size_t i = 0; i < wf.size(); i++) {
+    wh[i] = f32_to_f16(wf[i]);
+    wb[i] = f32_to_bf16(wf[i]);
+  }
+  for (const Matrix& w : {Matrix{wf.data(), gguf::DType::F32, N, K},
+                          Matrix{wh.data(), gguf::DType::F16, N, K},
+                          Matrix{wb.data(), gguf::DType::BF16, N, K}}) {
+    INFO("dtype ", gguf::dtype_name(w.dtype));
+    std::vector<float> all(static_cast<size_t>(T * N)), one(static_cast<size_t>(N));
+    matmul(pool, w, x.data(), K, T, all.data(), N);
+    for (int64_t t = 0; t < T; t++) {
+      matmul(pool, w, x.data() + t * K, K, 1, one.data(), N);
+      CHECK(std::memcmp(one.data(), all.data() + t * N, size_t(N) * 4) == 0);
+    }
   }
 }
 

@@ -15,6 +15,8 @@
 // `lane` of one accumulator, then sums the lanes in a fixed order. Tiling, T and the thread
 // split only decide which outputs are computed together, never how one is computed.
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "backend/cpu/ops.h"
 #include "backend/cpu/simd.h"
@@ -122,22 +124,41 @@ struct Tiles {
   }
 };
 
+// Rows [n0, n1) of y = x w^T.
 template <class L>
 void matmul_rows(const Matrix& w, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
                  const float* bias, bool accumulate, int64_t n0, int64_t n1) {
   static const Tiles<L> tiles;
+  static const Tiles<F32> tiles_f32;
   const auto* wd = static_cast<const typename L::T*>(w.data);
   const int64_t K = w.cols;
   const int64_t token_block = std::max<int64_t>(kTT, kTokenBlockBytes / (K * 4) / kTT * kTT);
+  // With 16-bit weights and several token tiles, each block of kNN rows is widened to f32
+  // once and then reused by every tile, instead of being converted again for each one. The
+  // widening is exact, so the results are the same bits either way.
+  const bool widen = !std::is_same_v<L, F32> && T > kTT;
+  thread_local std::vector<float> wide;
+  if (widen) wide.resize(size_t(kNN * K));
   for (int64_t t0 = 0; t0 < T; t0 += token_block) {
     const int64_t t1 = std::min(T, t0 + token_block);
     for (int64_t n = n0; n < n1; n += kNN) {
       const int nn = int(std::min<int64_t>(kNN, n1 - n));
+      const void* rows = wd + n * K;
+      TileFn const* fns = tiles.fn[0];
+      if (widen) {
+        for (int64_t i = 0; i < nn * K; i += W) {
+          const int m = int(std::min<int64_t>(W, nn * K - i));
+          const V v = m == W ? L::load(wd + n * K + i) : L::load_n(wd + n * K + i, m);
+          store_n(wide.data() + i, v, m);
+        }
+        rows = wide.data();
+        fns = tiles_f32.fn[0];
+      }
       for (int64_t t = t0; t < t1; t += kTT) {
         const int tt = int(std::min<int64_t>(kTT, t1 - t));
-        TileArgs a{wd + n * K, K, x + t * ldx, ldx, y + t * ldy + n, ldy, bias ? bias + n : nullptr,
+        TileArgs a{rows, K, x + t * ldx, ldx, y + t * ldy + n, ldy, bias ? bias + n : nullptr,
                    accumulate};
-        tiles.fn[tt - 1][nn - 1](a);
+        fns[(tt - 1) * kNN + (nn - 1)](a);
       }
     }
   }
