@@ -14,6 +14,7 @@
 #include "engine/generate.h"
 #include "model/model.h"
 #include "model/random_model.h"
+#include "tokenizer/tokenizer.h"
 
 using namespace mamba;
 namespace fs = std::filesystem;
@@ -172,4 +173,44 @@ TEST_CASE("cli: bad input exits 1 with one error line, never a signal") {
       CHECK(std::count(out.begin(), out.end(), '\n') == 1);
     }
   }
+}
+
+TEST_CASE("cli: -p TEXT uses the tokenizer embedded in the model") {
+  // A converted checkpoint carries its tokenizer; a random model has none.
+  const fs::path hf = fs::path(MAMBA_SOURCE_DIR) / "tests/fixtures/models/mamba1_neox_f16/hf";
+  const std::string model_path = (kTmp / "neox.gguf").string();
+  std::string out;
+  fs::create_directories(kTmp);
+  REQUIRE(run((fs::path(MAMBA_BIN_DIR) / "mamba-convert").string() + " " + hf.string() + " -o " +
+                  model_path + " 2>&1",
+              &out) == 0);
+  const std::string text = "Mamba runs on a state";
+  REQUIRE(run(kCli + " -m " + model_path + " -p '" + text + "' -n 5 --ignore-eos --json", &out) ==
+          0);
+  const json j = json::parse(out);
+
+  const auto model = Model::load(model_path);
+  const auto tok = tokenizer_from_gguf(model->gguf());
+  REQUIRE(tok != nullptr);
+  const std::vector<int32_t> prompt = tok->encode(text);
+  CHECK(j["n_prompt"] == prompt.size());
+  const auto be = make_backend(*model, BackendOptions{});
+  GenerateOptions go;
+  go.n_predict = 5;
+  go.ignore_eos = true;
+  go.eos_id = model->eos_id;
+  const GenerateResult r = generate(*be, 0, prompt, go);
+  CHECK(j["ids"].get<std::vector<int32_t>>() == r.ids);
+  CHECK(j["text"] == tok->decode(r.ids));
+
+  // Plain mode prints the prompt followed by the continuation.
+  REQUIRE(run(kCli + " -m " + model_path + " -p '" + text + "' -n 5 --ignore-eos 2>/dev/null",
+              &out) == 0);
+  CHECK(out == text + tok->decode(r.ids) + "\n");
+
+  const std::string no_tok = write_model("cli.gguf", options(-1));
+  CHECK(run(kCli + " -m " + no_tok + " -p hello 2>&1", &out) == 1);
+  CHECK(out == "error: this model has no tokenizer; give the prompt with --prompt-ids\n");
+  CHECK(run(kCli + " -m " + no_tok + " -p hello --prompt-ids 1 2>&1", &out) == 1);
+  CHECK(out.rfind("error: ", 0) == 0);
 }

@@ -57,6 +57,7 @@ GenerateResult generate(Backend& be, int slot, std::span<const int32_t> prompt,
       last[size_t(o.eos_id)] = -std::numeric_limits<float>::infinity();
     const int32_t id = o.temp == 0.0f ? argmax(last) : sample(last, o.temp, rng);
     r.ids.push_back(id);
+    if (o.on_token) o.on_token(id);
     if (!o.ignore_eos && id == o.eos_id) {
       r.finish_reason = "eos";
       break;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <span>
 #include <string>
@@ -19,6 +20,7 @@ struct GenerateOptions {
   int32_t eos_id = -1;         // generation stops after this token (-1: none)
   bool ignore_eos = false;     // never pick eos_id (its logit is set to -inf) and run n_predict
   bool prompt_logits = false;  // keep the logits of every prompt position
+  std::function<void(int32_t id)> on_token;  // called with each token as it is picked
 };
 
 struct GenerateResult {

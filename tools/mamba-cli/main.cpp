@@ -1,12 +1,16 @@
-// mamba-cli: run a model on token ids.
+// mamba-cli: run a model on a prompt.
 //
+//   mamba-cli -m MODEL -p TEXT -n N                 text in, text out (needs the model's
+//                                                   tokenizer, which the converter embeds)
 //   mamba-cli -m MODEL --prompt-ids 1,2,3 -n N [--temp 0] [--json] [--ignore-eos]
 //             [--logits-out FILE] [-t THREADS] [--device cpu]
 //
-// With --json, prints one JSON object: the generated ids, counts, finish reason, timings and
-// the per-sequence state size. --logits-out writes the float32 logits of every prompt
-// position, row-major (n_prompt, n_vocab), little-endian.
+// With --json, prints one JSON object: the generated ids (and their text when the model has
+// a tokenizer), counts, finish reason, timings and the per-sequence state size.
+// --logits-out writes the float32 logits of every prompt position, row-major
+// (n_prompt, n_vocab), little-endian.
 #include <CLI/CLI.hpp>
+#include <climits>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -19,10 +23,23 @@
 #include "common/error.h"
 #include "engine/generate.h"
 #include "model/model.h"
+#include "tokenizer/stream_decoder.h"
+#include "tokenizer/tokenizer.h"
 
 using namespace mamba;
 
-static std::vector<int32_t> parse_ids(const std::string& s) {
+namespace {
+
+struct Args {
+  std::string model, prompt, prompt_ids, logits_out, device = "cpu";
+  bool have_prompt = false;
+  int n_predict = 16, n_threads = 0;
+  float temp = 0.0f;
+  uint64_t seed = 0;
+  bool json = false, ignore_eos = false;
+};
+
+std::vector<int32_t> parse_ids(const std::string& s) {
   std::vector<int32_t> ids;
   std::stringstream in(s);
   std::string item;
@@ -44,45 +61,61 @@ static std::vector<int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
-static int run(const std::string& model_path, const std::string& prompt_ids, int n_predict,
-               float temp, uint64_t seed, bool json, bool ignore_eos, const std::string& logits_out,
-               int n_threads, const std::string& device) {
-  const std::vector<int32_t> prompt = parse_ids(prompt_ids);
-  if (prompt.empty()) fail("the prompt is empty");
-  if (n_predict < 0) fail("-n must be >= 0");
-
-  const auto model = Model::load(model_path);
+int run(const Args& a) {
+  if (a.have_prompt == !a.prompt_ids.empty())
+    fail("give the prompt either as -p TEXT or as --prompt-ids 1,2,3");
+  if (a.n_predict < 0) fail("-n must be >= 0");
+  const auto model = Model::load(a.model);
   const ModelConfig& c = model->config();
+
+  // Text needs the tokenizer from the model file; ids do not, but use it to show text.
+  std::unique_ptr<Tokenizer> tok = tokenizer_from_gguf(model->gguf());
+  std::vector<int32_t> prompt;
+  if (a.have_prompt) {
+    if (!tok) fail("this model has no tokenizer; give the prompt with --prompt-ids");
+    prompt = tok->encode(a.prompt);
+  } else {
+    prompt = parse_ids(a.prompt_ids);
+  }
+  if (prompt.empty()) fail("the prompt is empty");
   for (int32_t id : prompt)
     if (id < 0 || id >= c.n_vocab)
       fail("prompt id ", id, " is out of range (n_vocab = ", c.n_vocab, ")");
 
   BackendOptions bo;
-  bo.device = device;
-  bo.n_threads = n_threads;
+  bo.device = a.device;
+  bo.n_threads = a.n_threads;
   const auto backend = make_backend(*model, bo);
 
   GenerateOptions go;
-  go.n_predict = n_predict;
-  go.temp = temp;
-  go.seed = seed;
+  go.n_predict = a.n_predict;
+  go.temp = a.temp;
+  go.seed = a.seed;
   go.eos_id = model->eos_id;
-  go.ignore_eos = ignore_eos;
-  go.prompt_logits = !logits_out.empty();
+  go.ignore_eos = a.ignore_eos;
+  go.prompt_logits = !a.logits_out.empty();
+  // Plain text mode streams the continuation as it is generated.
+  std::unique_ptr<StreamDecoder> stream;
+  if (!a.json && tok) {
+    std::cout << (a.have_prompt ? a.prompt : tok->decode(prompt)) << std::flush;
+    stream = std::make_unique<StreamDecoder>(*tok, false, /*text_start=*/false);
+    go.on_token = [&](int32_t id) { std::cout << stream->feed(id) << std::flush; };
+  }
   const GenerateResult r = generate(*backend, 0, prompt, go);
 
-  if (!logits_out.empty()) {
-    std::ofstream f(logits_out, std::ios::binary | std::ios::trunc);
+  if (!a.logits_out.empty()) {
+    std::ofstream f(a.logits_out, std::ios::binary | std::ios::trunc);
     f.write(reinterpret_cast<const char*>(r.prompt_logits.data()),
             std::streamsize(r.prompt_logits.size() * sizeof(float)));
-    if (!f) fail("cannot write ", logits_out);
+    if (!f) fail("cannot write ", a.logits_out);
   }
 
   const double prompt_tps = r.prompt_ms > 0 ? 1000.0 * double(prompt.size()) / r.prompt_ms : 0;
   const double predict_tps = r.predict_ms > 0 ? 1000.0 * r.n_decode / r.predict_ms : 0;
-  if (json) {
+  if (a.json) {
     nlohmann::json j;
     j["ids"] = r.ids;
+    if (tok) j["text"] = tok->decode(r.ids);
     j["n_prompt"] = prompt.size();
     j["n_predict"] = r.ids.size();
     j["finish_reason"] = r.finish_reason;
@@ -93,34 +126,37 @@ static int run(const std::string& model_path, const std::string& prompt_ids, int
     j["state_bytes"] = backend->state_bytes();
     std::cout << j.dump() << std::endl;
   } else {
-    for (size_t i = 0; i < r.ids.size(); i++) std::cout << (i ? " " : "") << r.ids[i];
-    std::cout << std::endl;
+    if (stream) {
+      std::cout << stream->finish() << std::endl;
+    } else {
+      for (size_t i = 0; i < r.ids.size(); i++) std::cout << (i ? " " : "") << r.ids[i];
+      std::cout << std::endl;
+    }
     std::fprintf(stderr,
-                 "prompt: %zu tokens, %.2f ms (%.1f tok/s); generated: %zu tokens, %.2f ms (%.1f "
-                 "tok/s); %s\n",
+                 "prompt: %zu tokens, %.2f ms (%.1f tok/s); generated: %zu tokens, %.2f ms "
+                 "(%.1f tok/s); %s\n",
                  prompt.size(), r.prompt_ms, prompt_tps, r.ids.size(), r.predict_ms, predict_tps,
                  r.finish_reason.c_str());
   }
   return 0;
 }
 
+}  // namespace
+
 int main(int argc, char** argv) {
-  CLI::App app{"mamba-cli: run a Mamba model on token ids"};
-  std::string model_path, prompt_ids, logits_out, device = "cpu";
-  int n_predict = 16, n_threads = 0;
-  float temp = 0.0f;
-  uint64_t seed = 0;
-  bool json = false, ignore_eos = false;
-  app.add_option("-m,--model", model_path, "GGUF model file")->required();
-  app.add_option("--prompt-ids", prompt_ids, "comma-separated prompt token ids")->required();
-  app.add_option("-n,--n-predict", n_predict, "number of tokens to generate");
-  app.add_option("--temp", temp, "sampling temperature; 0 = greedy (default)");
-  app.add_option("--seed", seed, "random seed for sampling");
-  app.add_flag("--json", json, "print one JSON object with ids and timings");
-  app.add_flag("--ignore-eos", ignore_eos, "never stop at (or pick) the end-of-sequence token");
-  app.add_option("--logits-out", logits_out, "write float32 logits of every prompt position");
-  app.add_option("-t,--threads", n_threads, "CPU threads (default: all cores)");
-  app.add_option("--device", device, "cpu or cuda");
+  CLI::App app{"mamba-cli: run a Mamba model on a prompt"};
+  Args a;
+  app.add_option("-m,--model", a.model, "GGUF model file")->required();
+  CLI::Option* p = app.add_option("-p,--prompt", a.prompt, "prompt text");
+  app.add_option("--prompt-ids", a.prompt_ids, "comma-separated prompt token ids");
+  app.add_option("-n,--n-predict", a.n_predict, "number of tokens to generate");
+  app.add_option("--temp", a.temp, "sampling temperature; 0 = greedy (default)");
+  app.add_option("--seed", a.seed, "random seed for sampling");
+  app.add_flag("--json", a.json, "print one JSON object with ids and timings");
+  app.add_flag("--ignore-eos", a.ignore_eos, "never stop at (or pick) the end-of-sequence token");
+  app.add_option("--logits-out", a.logits_out, "write float32 logits of every prompt position");
+  app.add_option("-t,--threads", a.n_threads, "CPU threads (default: all cores)");
+  app.add_option("--device", a.device, "cpu or cuda");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -129,9 +165,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
+  a.have_prompt = p->count() > 0;
   try {
-    return run(model_path, prompt_ids, n_predict, temp, seed, json, ignore_eos, logits_out,
-               n_threads, device);
+    return run(a);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
