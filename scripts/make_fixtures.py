@@ -202,7 +202,7 @@ def save_checkpoint(fx, config, model, hf_dir, tokenizer_src):
         with open(os.path.join(hf_dir, "tokenizer_config.json"), "w") as f:
             json.dump({"add_bos_token": False, "add_eos_token": False,
                        "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-                       "unk_token": "<|endoftext|>", "pad_token": "<|padding|>",
+                       "unk_token": "<|endoftext|>",
                        "tokenizer_class": "GPTNeoXTokenizer"}, f, indent=2)
 
 
