@@ -2,9 +2,11 @@
 // awkward sizes (not multiples of the vector width, one token, many tokens).
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "backend/cpu/ops.h"
@@ -56,6 +58,34 @@ bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 }  // namespace
+
+TEST_CASE("cpu ops: thread pool covers every item exactly once, call after call") {
+  for (int nt : {1, 2, 3, 8}) {
+    ThreadPool pool(nt);
+    CHECK(pool.size() == nt);
+    std::vector<std::atomic<int>> hits(1000);
+    std::atomic<bool> bad_part{false};
+    for (int rep = 0; rep < 2000; rep++) {
+      const int64_t n = 1 + rep % 997, grain = 1 + rep % 7;
+      pool.parallel_for(n, grain, [&](int64_t b, int64_t e) {
+        if (b % grain != 0 || b >= e || e > n) bad_part = true;
+        for (int64_t i = b; i < e; i++) hits[size_t(i)]++;
+      });
+      bool once = true;
+      for (int64_t i = 0; i < int64_t(hits.size()); i++) {
+        once &= hits[size_t(i)].exchange(0) == (i < n ? 1 : 0);
+      }
+      CHECK(once);
+    }
+    CHECK(!bad_part);
+    // Up to `grain` items run on the calling thread.
+    const auto caller = std::this_thread::get_id();
+    pool.parallel_for(5, 8, [&](int64_t b, int64_t e) {
+      CHECK(std::this_thread::get_id() == caller);
+      CHECK((b == 0 && e == 5));
+    });
+  }
+}
 
 TEST_CASE("cpu ops: matmul for f32/f16/bf16 weights at odd sizes, 1 and 2 threads") {
   ThreadPool pool1(1), pool2(2);
@@ -127,9 +157,9 @@ TEST_CASE("cpu ops: matmul rows agree whether computed alone or in a batch") {
     wh[i] = f32_to_f16(wf[i]);
     wb[i] = f32_to_bf16(wf[i]);
   }
-  for (const Matrix& w : {Matrix{wf.data(), gguf::DType::F32, N, K},
-                          Matrix{wh.data(), gguf::DType::F16, N, K},
-                          Matrix{wb.data(), gguf::DType::BF16, N, K}}) {
+  for (const Matrix& w :
+       {Matrix{wf.data(), gguf::DType::F32, N, K}, Matrix{wh.data(), gguf::DType::F16, N, K},
+        Matrix{wb.data(), gguf::DType::BF16, N, K}}) {
     INFO("dtype ", gguf::dtype_name(w.dtype));
     std::vector<float> all(static_cast<size_t>(T * N)), one(static_cast<size_t>(N));
     matmul(pool, w, x.data(), K, T, all.data(), N);

@@ -135,7 +135,7 @@ void CpuBackend::forward(std::span<const int32_t> tokens, std::span<const Seq> s
   for (int il = 0; il < int(c_.n_layer); il++) {
     const LayerWeights& w = model_.layers[size_t(il)];
     // residual = hidden_states; hidden_states = self.norm(hidden_states)
-    pool_.for_range(T, 4, [&](int64_t t0, int64_t t1) {
+    pool_.parallel_for(T, 4, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; t++)
         rmsnorm(h + t * DM, DM, w.attn_norm.data(), c_.norm_eps, xn + t * DM);
     });

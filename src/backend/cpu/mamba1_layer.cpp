@@ -26,12 +26,11 @@ void mamba1_layer(const LayerArgs& a, float* h) {
 
   // hidden_states = act(conv1d(cat(conv_state, hidden_states))[..., :seq_len])
   // conv_state = last d_conv - 1 inputs
-  a.pool.run([&](int ith, int nth) {
-    const Range r = split(DI, ith, nth, simd::W);
+  a.pool.parallel_for(DI, simd::W, [&](int64_t c0, int64_t c1) {
     for (const Seq& q : a.seqs)
-      conv1d_silu(proj + q.t0 * ld_proj, ld_proj, q.len, r.begin, r.end, a.conv_w_t,
-                  w.conv_b.data(), c.d_conv, DI, q.conv_state + int64_t(a.il) * (c.d_conv - 1) * DI,
-                  xc + q.t0 * DI, DI);
+      conv1d_silu(proj + q.t0 * ld_proj, ld_proj, q.len, c0, c1, a.conv_w_t, w.conv_b.data(),
+                  c.d_conv, DI, q.conv_state + int64_t(a.il) * (c.d_conv - 1) * DI, xc + q.t0 * DI,
+                  DI);
   });
 
   // ssm_parameters = self.x_proj(hidden_states)
@@ -41,7 +40,7 @@ void mamba1_layer(const LayerArgs& a, float* h) {
   if (c.dt_b_c_rms) {
     // Falcon-Mamba: B = rms_forward(B); C = rms_forward(C); time_step = rms_forward(time_step)
     // (no weight, eps = mixer_rms_eps)
-    a.pool.for_range(T, 8, [&](int64_t t0, int64_t t1) {
+    a.pool.parallel_for(T, 8, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; t++) {
         float* row = dbl + t * ld_dbl;
         rmsnorm(row, R, nullptr, c.mixer_rms_eps, row);
@@ -54,15 +53,13 @@ void mamba1_layer(const LayerArgs& a, float* h) {
   // discrete_time_step = self.dt_proj(time_step)   (the bias is added with the softplus)
   matmul(a.pool, w.dt_proj, dbl, ld_dbl, T, dt, DI);
 
-  // Everything from here to the gate is independent per channel: one pass per thread over
-  // its channels.
-  a.pool.run([&](int ith, int nth) {
-    const Range r = split(DI, ith, nth, simd::W);
-    const int64_t nc = r.end - r.begin;
-    if (nc <= 0) return;
+  // Everything from here to the gate is independent per channel: one pass over each part
+  // of the channels.
+  a.pool.parallel_for(DI, simd::W, [&](int64_t c0, int64_t c1) {
+    const int64_t nc = c1 - c0;
     // discrete_time_step = softplus(discrete_time_step + dt_proj.bias)
     for (int64_t t = 0; t < T; t++)
-      dt_softplus(dt + t * DI + r.begin, w.dt_bias.data() + r.begin, nc, 0.0f,
+      dt_softplus(dt + t * DI + c0, w.dt_bias.data() + c0, nc, 0.0f,
                   std::numeric_limits<float>::infinity());
     // for each t:
     //   ssm_state = exp(A * dt) * ssm_state + dt * B * x
@@ -82,11 +79,10 @@ void mamba1_layer(const LayerArgs& a, float* h) {
                               .state = q.ssm_state + int64_t(a.il) * DI * N,
                               .y = y + q.t0 * DI,
                               .ldy = DI};
-      mamba1_scan(sa, r.begin, r.end);
+      mamba1_scan(sa, c0, c1);
     }
     // scan_output = scan_output * act(gate)
-    for (int64_t t = 0; t < T; t++)
-      mul_silu(y + t * DI + r.begin, proj + t * ld_proj + DI + r.begin, nc);
+    for (int64_t t = 0; t < T; t++) mul_silu(y + t * DI + c0, proj + t * ld_proj + DI + c0, nc);
   });
 
   // contextualized_states = self.out_proj(scan_output); hidden_states = residual + that

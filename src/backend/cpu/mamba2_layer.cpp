@@ -24,23 +24,19 @@ void mamba2_layer(const LayerArgs& a, float* h) {
          w.in_proj_bias.empty() ? nullptr : w.in_proj_bias.data());
 
   // xBC = act(conv1d(cat(conv_state, xBC))[..., :seq_len]); conv_state = last d_conv-1 inputs
-  a.pool.run([&](int ith, int nth) {
-    const Range r = split(CD, ith, nth, simd::W);
+  a.pool.parallel_for(CD, simd::W, [&](int64_t c0, int64_t c1) {
     for (const Seq& q : a.seqs)
-      conv1d_silu(proj + q.t0 * ld_proj + DI, ld_proj, q.len, r.begin, r.end, a.conv_w_t,
-                  w.conv_b.data(), c.d_conv, CD, q.conv_state + int64_t(a.il) * (c.d_conv - 1) * CD,
-                  xc + q.t0 * CD, CD);
+      conv1d_silu(proj + q.t0 * ld_proj + DI, ld_proj, q.len, c0, c1, a.conv_w_t, w.conv_b.data(),
+                  c.d_conv, CD, q.conv_state + int64_t(a.il) * (c.d_conv - 1) * CD, xc + q.t0 * CD,
+                  CD);
   });
 
-  // Per head from here to the scan output: one pass per thread over its heads.
-  a.pool.run([&](int ith, int nth) {
-    const Range r = split(H, ith, nth);
-    if (r.begin >= r.end) return;
+  // Per head from here to the scan output: one pass over each part of the heads.
+  a.pool.parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
     // dt = softplus(dt + dt_bias); dt = clamp(dt, time_step_min, time_step_max)
     float* dt = proj + DI + CD;  // (T, ld_proj), H columns
     for (int64_t t = 0; t < T; t++)
-      dt_softplus(dt + t * ld_proj + r.begin, w.dt_bias.data() + r.begin, r.end - r.begin, c.dt_min,
-                  c.dt_max);
+      dt_softplus(dt + t * ld_proj + h0, w.dt_bias.data() + h0, h1 - h0, c.dt_min, c.dt_max);
     // hidden_states, B, C = split(xBC, [DI, G*N, G*N])
     // for each t:
     //   ssm_state = exp(dt * A) * ssm_state + dt * x B^T      (per head, B of its group)
@@ -65,14 +61,14 @@ void mamba2_layer(const LayerArgs& a, float* h) {
                               .ldy = DI};
       // The chunked form only pays off over more than one token.
       if (a.chunked_scan && q.len > 1)
-        mamba2_scan_chunked(sa, r.begin, r.end, c.chunk_size);
+        mamba2_scan_chunked(sa, h0, h1, c.chunk_size);
       else
-        mamba2_scan(sa, r.begin, r.end);
+        mamba2_scan(sa, h0, h1);
     }
   });
 
   // scan_output = self.norm(y, gate): y * silu(gate), then RMSNorm over each group
-  a.pool.for_range(T, 2, [&](int64_t t0, int64_t t1) {
+  a.pool.parallel_for(T, 2, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++)
       gated_rmsnorm(y + t * DI, proj + t * ld_proj, w.norm.data(), DI, G, c.norm_eps);
   });

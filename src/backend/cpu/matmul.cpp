@@ -156,7 +156,7 @@ void matmul_rows(const Matrix& w, const float* x, int64_t ldx, int64_t T, float*
       }
       for (int64_t t = t0; t < t1; t += kTT) {
         const int tt = int(std::min<int64_t>(kTT, t1 - t));
-        TileArgs a{rows, K, x + t * ldx, ldx, y + t * ldy + n, ldy, bias ? bias + n : nullptr,
+        TileArgs a{rows,      K, x + t * ldx, ldx, y + t * ldy + n, ldy, bias ? bias + n : nullptr,
                    accumulate};
         fns[(tt - 1) * kNN + (nn - 1)](a);
       }
@@ -169,19 +169,17 @@ void matmul_rows(const Matrix& w, const float* x, int64_t ldx, int64_t T, float*
 void matmul(ThreadPool& pool, const Matrix& w, const float* x, int64_t ldx, int64_t T, float* y,
             int64_t ldy, const float* bias, bool accumulate) {
   if (T <= 0 || w.rows <= 0) return;
-  pool.run([&](int ith, int nth) {
-    // Split the weight rows: each thread streams its own part of w exactly once.
-    const Range r = split(w.rows, ith, nth, kNN);
-    if (r.begin >= r.end) return;
+  // Parts are runs of weight rows: each part streams its rows of w exactly once.
+  pool.parallel_for(w.rows, kNN, [&](int64_t n0, int64_t n1) {
     switch (w.dtype) {
       case gguf::DType::F32:
-        matmul_rows<F32>(w, x, ldx, T, y, ldy, bias, accumulate, r.begin, r.end);
+        matmul_rows<F32>(w, x, ldx, T, y, ldy, bias, accumulate, n0, n1);
         break;
       case gguf::DType::F16:
-        matmul_rows<F16>(w, x, ldx, T, y, ldy, bias, accumulate, r.begin, r.end);
+        matmul_rows<F16>(w, x, ldx, T, y, ldy, bias, accumulate, n0, n1);
         break;
       case gguf::DType::BF16:
-        matmul_rows<BF16>(w, x, ldx, T, y, ldy, bias, accumulate, r.begin, r.end);
+        matmul_rows<BF16>(w, x, ldx, T, y, ldy, bias, accumulate, n0, n1);
         break;
     }
   });

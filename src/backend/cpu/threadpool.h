@@ -1,9 +1,15 @@
 // A small persistent thread pool for the CPU backend.
 //
-// run(fn) calls fn(ith, nth) once on each of the nth threads (the calling thread is ith 0)
-// and returns when all have finished: every op splits its own work by ith. A forward pass
-// calls run() a few hundred times per token, so idle workers spin for a short while before
-// sleeping; waking a sleeping thread costs tens of microseconds, a spinning one well under one.
+// parallel_for(n, grain, fn) cuts [0, n) into a few parts per thread and calls fn(begin, end)
+// for each part on whichever thread claims it first; the calling thread works too, and the
+// call returns when every part is done. Parts are claimed from a shared counter rather than
+// assigned up front, so when the OS deschedules a worker (other programs competing for the
+// cores) the remaining threads simply take its parts instead of waiting for it. Every kernel
+// computes each output element the same way whichever part or thread it lands in, so results
+// never depend on the thread count or on the timing.
+//
+// A forward pass makes a few hundred parallel_for calls per token, so idle workers spin for a
+// short while before sleeping: waking a sleeping thread costs tens of microseconds.
 #pragma once
 
 #include <atomic>
@@ -24,31 +30,32 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return n_threads_; }
-  void run(const std::function<void(int ith, int nth)>& fn);
-  // fn(begin, end) over parts of [0, n), one per thread; on the calling thread alone when
-  // there are fewer than `grain` items per thread, where waking the others costs more than
-  // it saves (e.g. per-token work in a one-token decode step).
-  void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+  // fn(begin, end) over parts of [0, n) whose sizes are multiples of `grain` (except the
+  // last). With n <= grain there is one part and the calling thread runs it alone: waking the
+  // others would cost more than it saves (e.g. per-token work in a one-token decode step).
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
-  void worker(int ith);
+  using Fn = std::function<void(int64_t, int64_t)>;
+  void worker();
+  // Claims and runs parts of job `gen` until none are left.
+  void work_on(uint32_t gen);
 
   int n_threads_ = 1;
   std::vector<std::thread> threads_;
-  const std::function<void(int, int)>* job_ = nullptr;
-  std::atomic<uint64_t> generation_{0};  // bumped once per run(); workers wait for a change
-  std::atomic<int> pending_{0};          // workers still busy with the current job
-  std::atomic<int> sleepers_{0};         // workers blocked on cv_
+  // The current job. Written only while no part of the previous job can still be running.
+  const Fn* fn_ = nullptr;
+  int64_t n_ = 0, part_ = 0;
+  // (job generation << 32) | (number of parts << 16) | next part to claim. One word, so a
+  // thread that arrives late sees at once whether the job it woke for is still current.
+  std::atomic<uint64_t> cursor_{0};
+  std::atomic<int> parts_done_{0};
+  uint32_t gen_ = 0;              // generation of the last job (caller side)
+  std::atomic<int> sleepers_{0};  // workers blocked on cv_
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;
 };
-
-// The part [begin, end) of n items that thread ith of nth takes, in whole multiples of
-// `align` items so that vector kernels see aligned blocks (the last part takes the rest).
-struct Range {
-  int64_t begin, end;
-};
-Range split(int64_t n, int ith, int nth, int64_t align = 1);
 
 }  // namespace mamba::cpu
