@@ -15,7 +15,8 @@ std::unique_ptr<Backend> make_backend(const Model& model, const BackendOptions& 
   if (opts.device == "cuda" || opts.device.rfind("cuda:", 0) == 0)
     return make_cuda_backend(model, opts);
 #else
-  if (opts.device == "cuda") fail("the CUDA backend is not available in this build");
+  if (opts.device == "cuda" || opts.device.rfind("cuda:", 0) == 0)
+    fail("the CUDA backend is not available in this build");
 #endif
   fail("unknown device '", opts.device, "' (expected cpu or cuda)");
 }
