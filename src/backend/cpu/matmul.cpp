@@ -7,9 +7,11 @@
 // across its lanes.
 //
 // Decode (T = 1) is the same kernel with TT = 1: it streams the weights once, NN rows side
-// by side, and is limited by memory bandwidth; the rows are split between the threads.
+// by side, and is limited by memory bandwidth; the threads take runs of rows.
 // Prefill (T > 1) is limited by FMA throughput: the weight rows of a tile (NN * K values,
 // a few KB) stay in L1 while the kernel walks down a block of up to ~512 KB of tokens in L2.
+// f16 / bf16 weights are widened to f32 as they are loaded (F16C, or a 16-bit shift for
+// bf16); in prefill, once per block of NN rows rather than once per tile.
 //
 // Determinism: output (t, n) always accumulates k = lane, lane + W, lane + 2W, ... in lane
 // `lane` of one accumulator, then sums the lanes in a fixed order. Tiling, T and the thread
