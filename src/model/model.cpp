@@ -88,6 +88,47 @@ void TensorLoader::check_all_used() const {
       fail("unexpected tensor ", t.name, " in this model");
 }
 
+// Non-finite values (NaN, +-Inf) in one tensor's data: an all-ones exponent field. Bit tests
+// on the raw words keep this one branch-free pass over the mapping (vectorised, ~memory speed)
+// and do not depend on floating-point flags such as -ffast-math.
+static uint64_t count_non_finite(const gguf::TensorInfo& t) {
+  uint64_t n = 0;
+  if (t.dtype == gguf::DType::F32) {
+    for (uint64_t i = 0; i < t.n_elements; i++) {
+      uint32_t u;
+      std::memcpy(&u, t.data + 4 * i, 4);
+      n += (u & 0x7f800000u) == 0x7f800000u;
+    }
+  } else {
+    const uint16_t exp = t.dtype == gguf::DType::F16 ? 0x7c00 : 0x7f80;
+    for (uint64_t i = 0; i < t.n_elements; i++) {
+      uint16_t h;
+      std::memcpy(&h, t.data + 2 * i, 2);
+      n += (h & exp) == exp;
+    }
+  }
+  return n;
+}
+
+// One warning line for all tensors with NaN/Inf weights: they make the logits NaN, but a file
+// may still be worth inspecting, so loading goes on (the tools print the warning).
+static void check_finite(const gguf::File& f, std::vector<std::string>& warnings) {
+  uint64_t tensors = 0, values = 0;
+  std::string first;
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    const uint64_t n = count_non_finite(t);
+    if (n == 0) continue;
+    if (tensors++ == 0)
+      first = t.name + " has " + std::to_string(n) + " of " + std::to_string(t.n_elements);
+    values += n;
+  }
+  if (tensors == 0) return;
+  std::string w = std::to_string(values) + " NaN/Inf weight values in " + std::to_string(tensors) +
+                  (tensors == 1 ? " tensor (" : " tensors (first: ") + first +
+                  "); the model's outputs will not be finite";
+  warnings.push_back(std::move(w));
+}
+
 std::unique_ptr<Model> Model::load(const std::string& path) {
   return from_gguf(gguf::File::open(path));
 }
@@ -149,6 +190,7 @@ std::unique_ptr<Model> Model::from_gguf(std::unique_ptr<gguf::File> file) {
     m->n_params += t.n_elements;
     m->weight_bytes += t.n_bytes;
   }
+  check_finite(f, m->warnings);
   m->config_ = c;
   m->file_ = std::move(file);
   return m;

@@ -68,6 +68,9 @@ class Model {
   int32_t eos_id = -1;        // tokenizer.ggml.eos_token_id, -1 when absent
   uint64_t n_params = 0;      // elements over all tensors
   uint64_t weight_bytes = 0;  // bytes of tensor data in the file
+  // Problems that do not stop the model from loading (NaN/Inf weights), one line each, for
+  // the tools to print as "warning: ...".
+  std::vector<std::string> warnings;
 
  private:
   Model() = default;

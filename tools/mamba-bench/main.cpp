@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
     std::printf("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
     for (const std::string& path : models) {
       const auto model = Model::load(path);
+      for (const std::string& w : model->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
       for (int nt : threads) {
         BackendOptions bo;
         bo.device = device;

@@ -25,6 +25,7 @@
 #include "model/model.h"
 #include "tokenizer/stream_decoder.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 using namespace mamba;
 
@@ -66,14 +67,22 @@ int run(const Args& a) {
     fail("give the prompt either as -p TEXT or as --prompt-ids 1,2,3");
   if (a.n_predict < 0) fail("-n must be >= 0");
   const auto model = Model::load(a.model);
+  for (const std::string& w : model->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   const ModelConfig& c = model->config();
 
   // Text needs the tokenizer from the model file; ids do not, but use it to show text.
   std::unique_ptr<Tokenizer> tok = tokenizer_from_gguf(model->gguf());
   std::vector<int32_t> prompt;
+  std::string prompt_text = a.prompt;
   if (a.have_prompt) {
     if (!tok) fail("this model has no tokenizer; give the prompt with --prompt-ids");
-    prompt = tok->encode(a.prompt);
+    // The tokenizers repair ill-formed UTF-8 as their references do; say so, since the model
+    // then sees U+FFFD where the user's bytes were.
+    if (!utf8::is_valid(prompt_text)) {
+      std::fprintf(stderr, "warning: the prompt is not valid UTF-8; ill-formed bytes become U+FFFD\n");
+      prompt_text = utf8::repair(prompt_text, tok->utf8_repair());
+    }
+    prompt = tok->encode(prompt_text);
   } else {
     prompt = parse_ids(a.prompt_ids);
   }
@@ -97,7 +106,7 @@ int run(const Args& a) {
   // Plain text mode streams the continuation as it is generated.
   std::unique_ptr<StreamDecoder> stream;
   if (!a.json && tok) {
-    std::cout << (a.have_prompt ? a.prompt : tok->decode(prompt)) << std::flush;
+    std::cout << (a.have_prompt ? prompt_text : tok->decode(prompt)) << std::flush;
     stream = std::make_unique<StreamDecoder>(*tok, false, /*text_start=*/false);
     go.on_token = [&](int32_t id) { std::cout << stream->feed(id) << std::flush; };
   }
