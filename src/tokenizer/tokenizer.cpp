@@ -162,7 +162,14 @@ std::unique_ptr<Tokenizer> tokenizer_from_gguf(const gguf::File& file) {
     if (const gguf::Value* j = file.find("tokenizer.huggingface.json")) {
       // Our converter keeps the original tokenizer.json: the exact pipeline and flags.
       if (j->type != gguf::Type::STRING) fail("GGUF tokenizer.huggingface.json is not a string");
-      BpeConfig cfg = bpe_config_from_hf_json(parse_json(j->s, "GGUF tokenizer.huggingface.json"));
+      const char* what = "GGUF tokenizer.huggingface.json";
+      BpeConfig cfg;
+      try {
+        cfg = bpe_config_from_hf_json(parse_json(j->s, what));
+      } catch (const json::exception& e) {
+        // As for a tokenizer.json file: a missing or mistyped field is a file error.
+        fail(what, ": unexpected tokenizer.json layout: ", e.what());
+      }
       // The token list may be padded to the model's embedding size.
       while (cfg.tokens.size() < n_tokens) {
         cfg.tokens.push_back("[PAD" + std::to_string(cfg.tokens.size()) + "]");
