@@ -354,6 +354,18 @@ def model_cases():
     broken("tokenizer_bad_merge", "is not two tokens separated by one space",
            lambda h: set_kv(h, "tokenizer.ggml.merges", ARR, (STR, ["abc"])))
 
+    # An embedded tokenizer.model that is not one (parsed by our protobuf reader first).
+    for what, payload, expect in [
+            ("random", bytes(random.Random(3).randrange(256) for _ in range(3000)), "protobuf"),
+            ("empty", b"", "no pieces"),
+            ("truncated_float", b"\x0a\x05\x0a\x01a\x15\x00\x00\x80\x3f" * 50, "protobuf: truncated float")]:
+        h = tiny_model()
+        h.kv = [x for x in h.kv if not x[0].startswith("tokenizer.")]
+        h.add("tokenizer.ggml.model", STR, "llama")
+        h.add("tokenizer.sentencepiece.model", ARR, (U8, list(payload)))
+        case("spm_model_" + what, "not a sentencepiece model (" + expect, data=h.bytes(),
+             args=["-m", "{file}", "-p", "hello", "-n", "1"])
+
     # NaN and Inf weights: the model loads, with one warning line.
     for what, val in [("nan", float("nan")), ("inf", float("inf"))]:
         h = tiny_model()
