@@ -140,8 +140,15 @@ void CpuBackend::forward(std::span<const int32_t> tokens, std::span<const Seq> s
         rmsnorm(h + t * DM, DM, w.attn_norm.data(), c_.norm_eps, xn + t * DM);
     });
     // hidden_states = residual + self.mixer(hidden_states)
-    const LayerArgs args{pool_, c_,           w, conv_w_t_[size_t(il)].data(), il, T, seqs,
-                         s_,    chunked_scan_};
+    const LayerArgs args{.pool = pool_,
+                         .c = c_,
+                         .w = w,
+                         .conv_w_t = conv_w_t_[size_t(il)].data(),
+                         .il = il,
+                         .T = T,
+                         .seqs = seqs,
+                         .s = s_,
+                         .chunked_scan = chunked_scan_};
     if (c_.arch == Arch::Mamba1)
       mamba1_layer(args, h);
     else
@@ -170,7 +177,7 @@ void CpuBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_log
   // would between the tokens of one piece.
   for (int64_t t0 = 0; t0 < n; t0 += kMaxBatchTokens) {
     const int64_t len = std::min(kMaxBatchTokens, n - t0);
-    const Seq seq{0, len, st.conv.data(), st.ssm.data()};
+    const Seq seq{.t0 = 0, .len = len, .conv_state = st.conv.data(), .ssm_state = st.ssm.data()};
     rows.clear();
     if (all_logits)
       for (int64_t t = 0; t < len; t++) rows.push_back(t);
@@ -201,7 +208,8 @@ void CpuBackend::decode(std::span<const int> slots, std::span<const int32_t> tok
     rows.clear();
     for (int64_t i = 0; i < len; i++) {
       SlotState& st = slots_[size_t(slots[size_t(b0 + i)])];
-      seqs.push_back(Seq{i, 1, st.conv.data(), st.ssm.data()});
+      seqs.push_back(
+          Seq{.t0 = i, .len = 1, .conv_state = st.conv.data(), .ssm_state = st.ssm.data()});
       rows.push_back(i);
     }
     forward(tokens.subspan(size_t(b0), size_t(len)), seqs, rows, logits.data() + b0 * V);
