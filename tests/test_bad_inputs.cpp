@@ -165,8 +165,8 @@ TEST_CASE("bad inputs: every header byte of the valid model changed fails cleanl
   // Everything before the data section: counts, metadata, tensor infos.
   const auto* base = reinterpret_cast<const uint8_t*>(good.data());
   size_t header = good.size();
-  for (const auto& t : mamba::gguf::File::from_memory(base, good.size())->tensors())
-    header = std::min(header, size_t(t.data - base));
+  const auto file = mamba::gguf::File::from_memory(base, good.size());
+  for (const auto& t : file->tensors()) header = std::min(header, size_t(t.data - base));
   REQUIRE(header > 1000);
   int failed = 0;
   for (size_t i = 0; i < header; i++) {
