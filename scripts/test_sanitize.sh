@@ -5,14 +5,7 @@
 # Usage: scripts/test_sanitize.sh [extra cmake args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs="cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev doctest-dev libsentencepiece-dev libicu-dev"
-missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
-if [ -n "$missing" ]; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "installing: $missing" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
-fi
+scripts/install-deps.sh
 # RelWithDebInfo: optimised, so the model tests stay fast under the sanitizers, with line
 # numbers in any report.
 cmake -S . -B build-asan -G Ninja -DMAMBA_SANITIZE=ON -DMAMBA_CUDA=OFF \
