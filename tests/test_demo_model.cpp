@@ -106,6 +106,20 @@ TEST_CASE("demo model: greedy text equals transformers' greedy text") {
   CHECK(tok->decode(r.ids) == g["text"].get<std::string>());
 }
 
+TEST_CASE("mamba-cli without -m runs the bundled model and prints transformers' greedy text") {
+  const json g = reference()["greedy"];
+  const std::string cli = std::string(MAMBA_BIN_DIR) + "/mamba-cli";
+  std::string out;
+  // Greedy by default; the prompt goes through the model's own SentencePiece tokenizer.
+  const std::string prompt = g["prompt"].get<std::string>();
+  REQUIRE(prompt.find('\'') == std::string::npos);
+  REQUIRE(run(cli + " -p '" + prompt + "' -n " + std::to_string(g["n_predict"].get<int>()) +
+                  " --json 2>/dev/null",
+              &out) == 0);
+  const json j = json::parse(out);
+  CHECK(j["text"].get<std::string>() == g["text"].get<std::string>());
+}
+
 TEST_CASE("mamba-perplexity: --json on the demo model, and its errors") {
   const json ref = reference();
   std::string out;

@@ -155,7 +155,8 @@ int run(const Args& a) {
 int main(int argc, char** argv) {
   CLI::App app{"mamba-cli: run a Mamba model on a prompt"};
   Args a;
-  app.add_option("-m,--model", a.model, "GGUF model file")->required();
+  a.model = MAMBA_DEFAULT_MODEL;
+  app.add_option("-m,--model", a.model, "GGUF model file (default: the bundled demo model)");
   CLI::Option* p = app.add_option("-p,--prompt", a.prompt, "prompt text");
   app.add_option("--prompt-ids", a.prompt_ids, "comma-separated prompt token ids");
   app.add_option("-n,--n-predict", a.n_predict, "number of tokens to generate");
