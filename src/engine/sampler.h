@@ -1,0 +1,92 @@
+// Token sampling as a chain of stages, in llama.cpp's order and with its names:
+//
+//   logit_bias -> penalties (repeat, presence, frequency) -> top_k -> typical -> top_p -> min_p
+//   -> temperature -> draw
+//
+// temp == 0 is greedy: the biases and penalties still apply, then the largest logit wins
+// (lowest id on ties) and no random number is drawn. temp > 0 runs every stage and draws from
+// what is left. Each sequence owns one Sampler: its own random stream (seeded from
+// SamplerParams::seed) and its own penalty history, so a sequence samples the same tokens
+// whatever else runs beside it.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mamba {
+
+struct SamplerParams {
+  float temp = 0.0f;              // --temp: 0 = greedy
+  int32_t top_k = 40;             // --top-k: keep the k most likely; <= 0 = off
+  float top_p = 0.95f;            // --top-p: smallest set with mass >= p; 1 = off
+  float min_p = 0.05f;            // --min-p: drop p < min_p * p_max; 0 = off
+  float typical_p = 1.0f;         // --typical: locally typical sampling; 1 = off
+  float repeat_penalty = 1.0f;    // --repeat-penalty: logit/penalty if > 0 else *penalty; 1 = off
+  int32_t repeat_last_n = 64;     // --repeat-last-n: history the penalties see; 0 = off, -1 = all
+  float presence_penalty = 0.0f;  // --presence-penalty: minus this once if the id occurred
+  float frequency_penalty = 0.0f; // --frequency-penalty: minus this times its count
+  std::vector<std::pair<int32_t, float>> logit_bias;  // --logit-bias ID(+|-)BIAS, added first
+  uint64_t seed = 0;              // -s/--seed
+
+  // Throws mamba::Error naming the flag when a value is out of range (negative temp, top_p
+  // outside (0, 1], a bias id outside [0, n_vocab), NaN, ...).
+  void validate(int32_t n_vocab) const;
+};
+
+// "ID+BIAS" / "ID-BIAS" (e.g. "15043+1", "2-inf") as llama.cpp's --logit-bias; throws
+// mamba::Error with the expected form when malformed.
+std::pair<int32_t, float> parse_logit_bias(const std::string& s);
+
+// The candidate list the stages work on: one entry per token still in the running.
+struct TokenCandidate {
+  int32_t id;
+  float logit;
+  float p;  // probability, valid after softmax()
+};
+
+namespace sampling {
+// Each stage, exposed for tests. They follow llama.cpp's semantics: a stage never removes the
+// last candidate (min_keep = 1), and the filtering stages sort by logit, descending, first.
+void softmax(std::vector<TokenCandidate>& c);  // sorts descending and fills p
+void logit_bias(std::vector<TokenCandidate>& c, std::span<const std::pair<int32_t, float>> bias);
+// history: the last ids seen (prompt and generated), oldest first, already cut to
+// repeat_last_n by the caller.
+void penalties(std::vector<TokenCandidate>& c, std::span<const int32_t> history,
+               float repeat_penalty, float presence_penalty, float frequency_penalty);
+void top_k(std::vector<TokenCandidate>& c, int32_t k);
+void typical(std::vector<TokenCandidate>& c, float p);
+void top_p(std::vector<TokenCandidate>& c, float p);
+void min_p(std::vector<TokenCandidate>& c, float p);
+void temperature(std::vector<TokenCandidate>& c, float t);
+// Draws one candidate from softmax(logits) with a uniform u in [0, 1) from rng.
+int32_t draw(std::vector<TokenCandidate>& c, std::mt19937_64& rng);
+}  // namespace sampling
+
+class Sampler {
+ public:
+  Sampler(const SamplerParams& params, int32_t n_vocab);  // validates params
+
+  // Runs the chain over one row of logits (at least n_vocab values; extra padded columns are
+  // ignored) and returns the chosen id. Does not record it: call accept() for that.
+  int32_t sample(std::span<const float> logits);
+  // Records an id in the penalty history: every prompt id and every generated id.
+  void accept(int32_t id);
+  void accept(std::span<const int32_t> ids);
+  // Clears the history and restarts the random stream from the seed.
+  void reset();
+
+  const SamplerParams& params() const { return p_; }
+
+ private:
+  SamplerParams p_;
+  int32_t n_vocab_;
+  std::mt19937_64 rng_;
+  std::vector<int32_t> history_;  // (<= repeat_last_n) most recent ids, oldest first
+  std::vector<TokenCandidate> cand_;  // scratch, (n_vocab)
+};
+
+}  // namespace mamba
