@@ -102,7 +102,8 @@ TEST_CASE("demo model: greedy text equals transformers' greedy text") {
   go.n_predict = g["n_predict"].get<int>();
   go.eos_id = model->eos_id;
   const auto prompt = tok->encode(g["prompt"].get<std::string>());
-  const GenerateResult r = generate(*be, 0, prompt, go);
+  Sampler greedy(SamplerParams{}, model->config().n_vocab);  // temp 0: argmax
+  const GenerateResult r = generate(*be, 0, prompt, greedy, go);
   CHECK(tok->decode(r.ids) == g["text"].get<std::string>());
 }
 

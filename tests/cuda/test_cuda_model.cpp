@@ -384,8 +384,11 @@ TEST_CASE("fixtures: CUDA matches the CPU backend and transformers, greedy ids i
       go.eos_id = model->eos_id;
       go.ignore_eos = ref["ignore_eos"].get<bool>();
       go.prompt_logits = true;
-      const auto rc = mamba::generate(*cpu, 0, prompt, go);
-      const auto rg = mamba::generate(*gpu, 0, prompt, go);
+      // Greedy (temp 0), one sampler per sequence.
+      mamba::Sampler sc(mamba::SamplerParams{}, model->config().n_vocab);
+      mamba::Sampler sg(mamba::SamplerParams{}, model->config().n_vocab);
+      const auto rc = mamba::generate(*cpu, 0, prompt, sc, go);
+      const auto rg = mamba::generate(*gpu, 0, prompt, sg, go);
       const size_t V = size_t(model->config().n_vocab);
       report("fixture logits vs CPU backend", label, worst_row(rg.prompt_logits, rc.prompt_logits, V),
              tol);

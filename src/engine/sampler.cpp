@@ -1,0 +1,341 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <numeric>
+
+#include "common/error.h"
+
+namespace mamba {
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// A float as a short human string for error messages ("1.5", "nan", "-inf").
+std::string fmt(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", double(v));
+  return buf;
+}
+
+// Descending by logit, ties broken by ascending id: a total order, so every sort below gives
+// the same sequence on every platform and standard library (std::sort is not stable).
+bool by_logit_desc(const TokenCandidate& a, const TokenCandidate& b) {
+  return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+void sort_desc(std::vector<TokenCandidate>& c) {
+  if (!std::is_sorted(c.begin(), c.end(), by_logit_desc))
+    std::sort(c.begin(), c.end(), by_logit_desc);
+}
+
+// Fills p = softmax(logit) in place, without reordering. The limits are taken where exp()
+// would give NaN: when some logits are +inf the mass is shared evenly among them; when every
+// logit is -inf it is shared evenly among all (draw() does not sample that case).
+void fill_probs(std::vector<TokenCandidate>& c) {
+  if (c.empty()) return;
+  float mx = -kInf;
+  for (const TokenCandidate& t : c) mx = std::max(mx, t.logit);
+  if (std::isinf(mx)) {
+    size_t n = 0;
+    for (const TokenCandidate& t : c) n += t.logit == mx;
+    for (TokenCandidate& t : c) t.p = t.logit == mx ? 1.0f / float(n) : 0.0f;
+    return;
+  }
+  double sum = 0;  // double: 50k terms in float lose the small ones
+  for (TokenCandidate& t : c) {
+    t.p = std::exp(t.logit - mx);  // exp(-inf) = 0
+    sum += t.p;
+  }
+  const float inv = float(1.0 / sum);  // sum >= 1: the max term is exp(0)
+  for (TokenCandidate& t : c) t.p *= inv;
+}
+
+// The candidate with this id: c[id] directly while c is still indexed by id (the full
+// vocabulary before any reordering stage), else a search.
+TokenCandidate* find_id(std::vector<TokenCandidate>& c, int32_t id) {
+  if (id >= 0 && size_t(id) < c.size() && c[size_t(id)].id == id) return &c[size_t(id)];
+  for (TokenCandidate& t : c)
+    if (t.id == id) return &t;
+  return nullptr;
+}
+
+}  // namespace
+
+// ---- parameters ------------------------------------------------------------------------------
+
+void SamplerParams::validate(int32_t n_vocab) const {
+  if (!(temp >= 0.0f) || !std::isfinite(temp))
+    fail("--temp must be >= 0 and finite, got ", fmt(temp));
+  if (!(top_p > 0.0f && top_p <= 1.0f)) fail("--top-p must be in (0, 1], got ", fmt(top_p));
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) fail("--min-p must be in [0, 1], got ", fmt(min_p));
+  if (!(typical_p > 0.0f && typical_p <= 1.0f))
+    fail("--typical must be in (0, 1], got ", fmt(typical_p));
+  if (!(repeat_penalty > 0.0f) || !std::isfinite(repeat_penalty))
+    fail("--repeat-penalty must be > 0 and finite, got ", fmt(repeat_penalty));
+  if (repeat_last_n < -1)
+    fail("--repeat-last-n must be >= -1 (-1 = the whole history, 0 = off), got ",
+         std::to_string(repeat_last_n));
+  if (!std::isfinite(presence_penalty))
+    fail("--presence-penalty must be finite, got ", fmt(presence_penalty));
+  if (!std::isfinite(frequency_penalty))
+    fail("--frequency-penalty must be finite, got ", fmt(frequency_penalty));
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0 || id >= n_vocab)
+      fail("--logit-bias: token id ", std::to_string(id), " is outside the vocabulary [0, ",
+           std::to_string(n_vocab), ")");
+    if (std::isnan(bias)) fail("--logit-bias: the bias for token ", std::to_string(id), " is NaN");
+  }
+}
+
+std::pair<int32_t, float> parse_logit_bias(const std::string& s) {
+  const auto bad = [&](const char* why) {
+    fail("--logit-bias expects ID+BIAS or ID-BIAS (e.g. 15043+1 or 2-inf), got '", s, "': ", why);
+  };
+  // ID: decimal digits only (no sign, no spaces).
+  size_t i = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') i++;
+  if (i == 0) bad("it must start with a token id");
+  int32_t id = 0;
+  const auto [id_end, id_ec] = std::from_chars(s.data(), s.data() + i, id);
+  if (id_ec != std::errc() || id_end != s.data() + i) bad("the token id is too large");
+  if (i == s.size() || (s[i] != '+' && s[i] != '-')) bad("a '+' or '-' must follow the id");
+  const float sign = s[i] == '-' ? -1.0f : 1.0f;
+  const std::string v = s.substr(i + 1);
+  // BIAS: an unsigned number or "inf" (from_chars: locale independent, no leading '+').
+  if (v.empty() || v[0] == '+' || v[0] == '-') bad("the bias must be an unsigned number or inf");
+  float bias = 0;
+  const auto [b_end, b_ec] = std::from_chars(v.data(), v.data() + v.size(), bias);
+  if (b_ec != std::errc() || b_end != v.data() + v.size() || std::isnan(bias))
+    bad("the bias must be an unsigned number or inf");
+  return {id, sign * bias};
+}
+
+// ---- the stages ------------------------------------------------------------------------------
+
+namespace sampling {
+
+void softmax(std::vector<TokenCandidate>& c) {
+  sort_desc(c);
+  fill_probs(c);
+}
+
+void logit_bias(std::vector<TokenCandidate>& c, std::span<const std::pair<int32_t, float>> bias) {
+  for (const auto& [id, b] : bias) {
+    TokenCandidate* t = find_id(c, id);
+    if (!t) continue;
+    t->logit += b;
+    if (std::isnan(t->logit)) t->logit = -kInf;  // +inf + -inf: the ban wins
+  }
+}
+
+void penalties(std::vector<TokenCandidate>& c, std::span<const int32_t> history,
+               float repeat_penalty, float presence_penalty, float frequency_penalty) {
+  if (history.empty() || c.empty()) return;
+  if (repeat_penalty == 1.0f && presence_penalty == 0.0f && frequency_penalty == 0.0f) return;
+  // (id, count) of every distinct id in the window: sort a copy and walk its runs.
+  std::vector<int32_t> ids(history.begin(), history.end());
+  std::sort(ids.begin(), ids.end());
+  // Direct indexing when c is still the id-indexed vocabulary; otherwise look each candidate up
+  // in the sorted ids (so a reordered list costs O(n log h), not O(n h)).
+  bool indexed = true;
+  for (int32_t id : ids)
+    if (id < 0 || size_t(id) >= c.size() || c[size_t(id)].id != id) indexed = false;
+  const auto apply = [&](TokenCandidate& t, size_t count) {
+    if (repeat_penalty != 1.0f)
+      t.logit = t.logit > 0.0f ? t.logit / repeat_penalty : t.logit * repeat_penalty;
+    t.logit -= float(count) * frequency_penalty + presence_penalty;  // count > 0 here
+  };
+  if (indexed) {
+    for (size_t i = 0; i < ids.size();) {
+      size_t j = i;
+      while (j < ids.size() && ids[j] == ids[i]) j++;
+      apply(c[size_t(ids[i])], j - i);
+      i = j;
+    }
+  } else {
+    for (TokenCandidate& t : c) {
+      const auto [lo, hi] = std::equal_range(ids.begin(), ids.end(), t.id);
+      if (lo != hi) apply(t, size_t(hi - lo));
+    }
+  }
+}
+
+void top_k(std::vector<TokenCandidate>& c, int32_t k) {
+  if (k <= 0) return;
+  if (size_t(k) < c.size()) {
+    // Only the k best need ordering: select them first, then sort just those.
+    std::nth_element(c.begin(), c.begin() + k, c.end(), by_logit_desc);
+    c.resize(size_t(k));
+  }
+  sort_desc(c);
+}
+
+void typical(std::vector<TokenCandidate>& c, float p) {
+  if (p >= 1.0f || c.empty()) return;
+  softmax(c);
+  // Entropy of the distribution (0 * log 0 = 0 for the banned -inf candidates).
+  double entropy = 0;
+  for (const TokenCandidate& t : c)
+    if (t.p > 0.0f) entropy -= double(t.p) * std::log(double(t.p));
+  // Typicality: how far each token's surprise -log p is from the expected surprise.
+  std::vector<std::pair<double, size_t>> shift(c.size());  // (|-log p - H|, index in c)
+  for (size_t i = 0; i < c.size(); i++) {
+    const double s = c[i].p > 0.0f ? std::fabs(-std::log(double(c[i].p)) - entropy)
+                                   : std::numeric_limits<double>::infinity();
+    shift[i] = {s, i};
+  }
+  std::sort(shift.begin(), shift.end());  // most typical first; ties by position (= by logit)
+  // Keep the most typical tokens until their mass exceeds p (at least one).
+  size_t keep = c.size();
+  double cum = 0;
+  for (size_t i = 0; i < shift.size(); i++) {
+    cum += c[shift[i].second].p;
+    if (cum > double(p)) {
+      keep = i + 1;
+      break;
+    }
+  }
+  std::vector<TokenCandidate> out(keep);
+  for (size_t i = 0; i < keep; i++) out[i] = c[shift[i].second];
+  c.swap(out);  // in typicality order, as llama.cpp leaves them
+}
+
+void top_p(std::vector<TokenCandidate>& c, float p) {
+  if (p >= 1.0f || c.empty()) return;
+  softmax(c);
+  // The shortest prefix (of the descending order) whose mass reaches p; at least one.
+  double cum = 0;
+  for (size_t i = 0; i < c.size(); i++) {
+    cum += c[i].p;
+    if (cum >= double(p)) {
+      c.resize(i + 1);
+      return;
+    }
+  }
+}
+
+void min_p(std::vector<TokenCandidate>& c, float p) {
+  if (p <= 0.0f || c.empty()) return;
+  // p_i >= p * p_max  <=>  logit_i >= logit_max + log(p): no softmax, no sort to filter.
+  float mx = -kInf;
+  for (const TokenCandidate& t : c) mx = std::max(mx, t.logit);
+  if (mx == -kInf) {  // every candidate banned: keep them all, draw() decides
+    sort_desc(c);
+    return;
+  }
+  const float min_logit = mx + std::log(p);
+  // Stable filter; the max itself always passes (log p <= 0), so at least one stays.
+  size_t n = 0;
+  for (size_t i = 0; i < c.size(); i++)
+    if (c[i].logit >= min_logit) c[n++] = c[i];
+  c.resize(n);
+  sort_desc(c);
+}
+
+void temperature(std::vector<TokenCandidate>& c, float t) {
+  if (c.empty()) return;
+  if (t <= 0.0f) {
+    // The limit t -> 0: only the best (lowest id on ties) survives.
+    size_t best = 0;
+    for (size_t i = 1; i < c.size(); i++)
+      if (by_logit_desc(c[i], c[best])) best = i;
+    for (size_t i = 0; i < c.size(); i++)
+      if (i != best) c[i].logit = -kInf;
+    return;
+  }
+  for (TokenCandidate& x : c) x.logit /= t;
+}
+
+int32_t draw(std::vector<TokenCandidate>& c, std::mt19937_64& rng) {
+  if (c.empty()) fail("no token candidates left to sample from");
+  float mx = -kInf;
+  for (const TokenCandidate& t : c) mx = std::max(mx, t.logit);
+  if (mx == -kInf) {
+    // Every token is banned: there is nothing to draw from, so take the lowest id, as greedy
+    // would, without touching the random stream.
+    int32_t lo = c[0].id;
+    for (const TokenCandidate& t : c) lo = std::min(lo, t.id);
+    return lo;
+  }
+  fill_probs(c);
+  // u in [0, 1) from the top 53 bits of one 64-bit draw: the same on every platform, unlike
+  // std::uniform_real_distribution whose algorithm the standard leaves open.
+  const double u = double(rng() >> 11) * 0x1.0p-53;
+  double cum = 0;
+  size_t last = 0;  // the last candidate with p > 0: where rounding leaves u past the total
+  for (size_t i = 0; i < c.size(); i++) {
+    if (c[i].p <= 0.0f) continue;
+    cum += c[i].p;
+    last = i;
+    if (u < cum) return c[i].id;
+  }
+  return c[last].id;
+}
+
+}  // namespace sampling
+
+// ---- Sampler ---------------------------------------------------------------------------------
+
+Sampler::Sampler(const SamplerParams& params, int32_t n_vocab)
+    : p_(params), n_vocab_(n_vocab), rng_(params.seed) {
+  if (n_vocab <= 0) fail("the sampler needs a vocabulary size > 0, got ", std::to_string(n_vocab));
+  p_.validate(n_vocab);
+  cand_.reserve(size_t(n_vocab));
+}
+
+void Sampler::accept(int32_t id) {
+  const int32_t n = p_.repeat_last_n;
+  if (n == 0) return;  // penalties see no history
+  history_.push_back(id);
+  // Trim in batches (amortised O(1) per id) rather than erasing the front every time.
+  if (n > 0 && history_.size() >= 2 * size_t(n) + 64)
+    history_.erase(history_.begin(), history_.end() - n);
+}
+
+void Sampler::accept(std::span<const int32_t> ids) {
+  for (int32_t id : ids) accept(id);
+}
+
+void Sampler::reset() {
+  history_.clear();
+  rng_.seed(p_.seed);
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  const size_t V = size_t(n_vocab_);
+  if (logits.size() < V)
+    fail("sampler: got ", std::to_string(logits.size()), " logits for a vocabulary of ",
+         std::to_string(n_vocab_));
+  cand_.resize(V);
+  for (size_t i = 0; i < V; i++) {
+    const float l = logits[i];
+    cand_[i] = {int32_t(i), std::isnan(l) ? -kInf : l, 0.0f};  // a NaN logit is never picked
+  }
+  sampling::logit_bias(cand_, p_.logit_bias);
+  // The penalty window: the last repeat_last_n accepted ids (all of them for -1).
+  std::span<const int32_t> window(history_);
+  if (p_.repeat_last_n >= 0 && window.size() > size_t(p_.repeat_last_n))
+    window = window.last(size_t(p_.repeat_last_n));
+  sampling::penalties(cand_, window, p_.repeat_penalty, p_.presence_penalty,
+                      p_.frequency_penalty);
+  if (p_.temp == 0.0f) {
+    // Greedy: one pass, cand_ is still indexed by id, so '>' keeps the lowest id on ties.
+    size_t best = 0;
+    for (size_t i = 1; i < V; i++)
+      if (cand_[i].logit > cand_[best].logit) best = i;
+    return int32_t(best);
+  }
+  sampling::top_k(cand_, p_.top_k);
+  sampling::typical(cand_, p_.typical_p);
+  sampling::top_p(cand_, p_.top_p);
+  sampling::min_p(cand_, p_.min_p);
+  sampling::temperature(cand_, p_.temp);
+  return sampling::draw(cand_, rng_);
+}
+
+}  // namespace mamba
