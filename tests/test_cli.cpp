@@ -84,7 +84,8 @@ TEST_CASE("cli: --json output, greedy ids and --logits-out match the library") {
   GenerateOptions go;
   go.n_predict = 9;
   go.prompt_logits = true;
-  const GenerateResult r = generate(*be, 0, kPrompt, go);
+  Sampler greedy(SamplerParams{}, int32_t(model->config().n_vocab));
+  const GenerateResult r = generate(*be, 0, kPrompt, greedy, go);
   CHECK(j["ids"].get<std::vector<int32_t>>() == r.ids);
 
   // Raw float32 logits, (n_prompt, n_vocab), identical bits (the thread count does not matter).
@@ -199,7 +200,8 @@ TEST_CASE("cli: -p TEXT uses the tokenizer embedded in the model") {
   go.n_predict = 5;
   go.ignore_eos = true;
   go.eos_id = model->eos_id;
-  const GenerateResult r = generate(*be, 0, prompt, go);
+  Sampler greedy(SamplerParams{}, int32_t(model->config().n_vocab));
+  const GenerateResult r = generate(*be, 0, prompt, greedy, go);
   CHECK(j["ids"].get<std::vector<int32_t>>() == r.ids);
   CHECK(j["text"] == tok->decode(r.ids));
 
