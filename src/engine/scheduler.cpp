@@ -1,0 +1,260 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+
+#include "common/error.h"
+#include "engine/stop.h"
+#include "tokenizer/stream_decoder.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
+
+namespace mamba {
+
+// A running sequence: everything generate() keeps on its stack, kept here between steps.
+struct Scheduler::Seq {
+  int slot = -1;                         // the backend state slot it owns
+  int n_predict = 0;                     // Request::n_predict
+  bool ignore_eos = false;               // Request::ignore_eos
+  Sampler sampler;                       // its own seed stream and penalty history
+  std::unique_ptr<StreamDecoder> text;   // ids -> UTF-8-safe pieces; null without a tokenizer
+  StopMatcher stop;                      // stop strings over the streamed text
+  std::vector<float> last;               // (n_vocab) logits for the next pick
+  double decode_start_ms = 0;            // when its prefill ended
+  Result r;                              // filled as it goes
+
+  Seq(const SamplerParams& p, int32_t n_vocab, std::vector<std::string> stops)
+      : sampler(p, n_vocab), stop(std::move(stops)) {}
+};
+
+Scheduler::Scheduler(Backend& be, const SchedulerOptions& o)
+    : be_(be), o_(o), n_vocab_(be.config().n_vocab) {
+  if (o_.n_parallel < 1) fail("--parallel must be >= 1");
+  if (o_.n_parallel > be.n_slots())
+    fail("--parallel ", o_.n_parallel, " needs as many state slots; the backend has ",
+         be.n_slots());
+  if (o_.prefill_budget < 1) fail("--batch-size must be >= 1");
+  slots_.resize(size_t(o_.n_parallel));
+  t0_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+               .count();
+}
+
+Scheduler::~Scheduler() = default;
+
+double Scheduler::now_ms() const {
+  const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now().time_since_epoch())
+                         .count();
+  return double(ns - t0_ns_) / 1e6;
+}
+
+int Scheduler::n_running() const {
+  int n = 0;
+  for (const auto& s : slots_) n += s != nullptr;
+  return n;
+}
+
+void Scheduler::submit(Request r) { waiting_.push_back(Waiting{std::move(r), now_ms()}); }
+
+namespace {
+
+Result error_result(uint64_t key, const std::string& msg) {
+  Result r;
+  r.key = key;
+  r.finish_reason = "error";
+  r.error = msg;
+  return r;
+}
+
+}  // namespace
+
+// The checks generate() makes, as per-request errors rather than exceptions: one bad request
+// must not stop the others.
+std::unique_ptr<Scheduler::Seq> Scheduler::start(Waiting&& w, int slot,
+                                                 const ResultFn& on_result) {
+  Request& q = w.req;
+  const double t_admit = now_ms();
+  std::unique_ptr<Seq> s;
+  std::vector<int32_t> prompt;
+  try {
+    if (q.n_predict < 0) fail("n_predict must be >= 0");
+    if (!q.stop.empty() && !o_.tokenizer) fail("stop strings need the model's tokenizer");
+    if (q.ignore_eos && o_.eos_id >= n_vocab_) fail("eos id out of range");
+    // admit() has turned a text prompt into ids when there is a tokenizer.
+    if (!q.has_prompt_ids) fail("this model has no tokenizer; give the prompt as prompt_ids");
+    prompt = std::move(q.prompt_ids);
+    if (prompt.empty()) fail("the prompt is empty");
+    for (int32_t id : prompt)
+      if (id < 0 || id >= n_vocab_)
+        fail("prompt id ", id, " is out of range (n_vocab = ", n_vocab_, ")");
+    s = std::make_unique<Seq>(q.sampling, n_vocab_, q.stop);  // validates the parameters
+  } catch (const Error& e) {
+    on_result(error_result(q.key, e.what()));
+    return nullptr;
+  }
+  s->slot = slot;
+  s->n_predict = q.n_predict;
+  s->ignore_eos = q.ignore_eos;
+  if (o_.tokenizer)
+    s->text = std::make_unique<StreamDecoder>(*o_.tokenizer, false, /*text_start=*/false);
+  s->r.key = q.key;
+  s->r.n_prompt = int(prompt.size());
+  s->r.queue_ms = t_admit - w.submitted_ms;
+
+  // As generate(): a fresh state, every prompt id in the penalty history, one prefill call.
+  be_.reset_slot(slot);
+  s->sampler.accept(prompt);
+  const double t0 = now_ms();
+  be_.prefill(slot, prompt, /*all_logits=*/false, s->last);
+  s->last.resize(size_t(n_vocab_));
+  s->decode_start_ms = now_ms();
+  s->r.prefill_ms = s->decode_start_ms - t0;
+  return s;
+}
+
+void Scheduler::admit(const ResultFn& on_result) {
+  int used = 0;  // prompt tokens prefilled in this iteration
+  while (!waiting_.empty()) {
+    if (o_.cancel && o_.cancel->load()) return;
+    const auto free_slot = std::find(slots_.begin(), slots_.end(), nullptr);
+    if (free_slot == slots_.end()) return;
+    Waiting& w = waiting_.front();
+    // The budget counts ids; a text prompt's length in ids is only known after tokenizing,
+    // so it is tokenized here once and kept as ids.
+    if (!w.req.has_prompt_ids && o_.tokenizer) {
+      try {
+        // The tokenizers repair ill-formed UTF-8 as their references do (as mamba-cli does).
+        const std::string& text = w.req.prompt;
+        w.req.prompt_ids =
+            utf8::is_valid(text)
+                ? o_.tokenizer->encode(text)
+                : o_.tokenizer->encode(utf8::repair(text, o_.tokenizer->utf8_repair()));
+      } catch (const Error& e) {
+        const uint64_t key = w.req.key;
+        waiting_.pop_front();
+        on_result(error_result(key, e.what()));
+        continue;
+      }
+      w.req.has_prompt_ids = true;
+      w.req.prompt.clear();
+    }
+    const int n = w.req.has_prompt_ids ? int(w.req.prompt_ids.size()) : 0;
+    if (used > 0 && used + n > o_.prefill_budget) return;
+    Waiting taken = std::move(w);
+    waiting_.pop_front();
+    const int slot = int(free_slot - slots_.begin());
+    std::unique_ptr<Seq> s = start(std::move(taken), slot, on_result);
+    if (!s) continue;  // reported as an error; the slot stays free
+    used += s->r.n_prompt;
+    *free_slot = std::move(s);
+  }
+}
+
+void Scheduler::finish(Seq& s, const std::string& reason, const ResultFn& on_result) {
+  // Whatever the text decoder and the stop matcher still hold, as generate() ends.
+  if (s.text && !s.stop.stopped()) s.r.text += s.stop.feed(s.text->finish()) + s.stop.finish();
+  s.r.finish_reason = reason;
+  s.r.decode_ms = now_ms() - s.decode_start_ms;
+  on_result(std::move(s.r));
+}
+
+// One iteration of generate()'s loop body, up to (not including) the decode call.
+bool Scheduler::pick(Seq& s, const ResultFn& on_result) {
+  if (int(s.r.ids.size()) >= s.n_predict) {  // n_predict == 0: prefill only
+    finish(s, "length", on_result);
+    return true;
+  }
+  if (s.ignore_eos && o_.eos_id >= 0)
+    s.last[size_t(o_.eos_id)] = -std::numeric_limits<float>::infinity();
+  const int32_t id = s.sampler.sample(s.last);
+  s.sampler.accept(id);
+  s.r.ids.push_back(id);
+  n_generated_++;
+  if (!s.ignore_eos && id == o_.eos_id) {
+    finish(s, "eos", on_result);
+    return true;
+  }
+  if (s.text) {
+    s.r.text += s.stop.feed(s.text->feed(id));
+    if (s.stop.stopped()) {
+      finish(s, "stop", on_result);
+      return true;
+    }
+  }
+  // generate() feeds the final token too, so that the slot covers it; here the slot is
+  // discarded, so the step is skipped.
+  if (int(s.r.ids.size()) >= s.n_predict) {
+    finish(s, "length", on_result);
+    return true;
+  }
+  return false;
+}
+
+void Scheduler::cancel_all(const ResultFn& on_result) {
+  for (auto& s : slots_) {
+    if (!s) continue;
+    Result r;
+    r.key = s->r.key;
+    r.finish_reason = "cancelled";
+    r.n_prompt = s->r.n_prompt;
+    s.reset();
+    on_result(std::move(r));
+  }
+  std::deque<Waiting> waiting;
+  waiting.swap(waiting_);
+  for (const Waiting& w : waiting) {
+    Result r;
+    r.key = w.req.key;
+    r.finish_reason = "cancelled";
+    on_result(std::move(r));
+  }
+}
+
+bool Scheduler::step(const ResultFn& on_result) {
+  const auto cancelled = [&] { return o_.cancel && o_.cancel->load(); };
+  if (cancelled()) {
+    cancel_all(on_result);
+    return false;
+  }
+  admit(on_result);
+  if (cancelled()) {
+    cancel_all(on_result);
+    return false;
+  }
+
+  // Pick every running sequence's next token; the finished ones leave now.
+  batch_slots_.clear();
+  batch_tokens_.clear();
+  std::vector<Seq*> fed;
+  for (auto& s : slots_) {
+    if (!s) continue;
+    if (pick(*s, on_result)) {
+      s.reset();
+      continue;
+    }
+    batch_slots_.push_back(s->slot);
+    batch_tokens_.push_back(s->r.ids.back());
+    fed.push_back(s.get());
+  }
+
+  // One batched recurrent step for all the others.
+  if (!fed.empty()) {
+    be_.decode(batch_slots_, batch_tokens_, batch_logits_);
+    n_decode_calls_++;
+    max_batch_ = std::max(max_batch_, int(fed.size()));
+    const size_t V = size_t(n_vocab_);
+    for (size_t i = 0; i < fed.size(); i++)
+      fed[i]->last.assign(batch_logits_.begin() + std::ptrdiff_t(i * V),
+                          batch_logits_.begin() + std::ptrdiff_t((i + 1) * V));
+  }
+  return !waiting_.empty() || n_running() > 0;
+}
+
+void Scheduler::run(const ResultFn& on_result) {
+  while (step(on_result)) {
+  }
+}
+
+}  // namespace mamba

@@ -1,0 +1,141 @@
+// Continuous batching: many independent generation requests over one Backend.
+//
+// Each running sequence owns one of the backend's state slots. Every iteration of the loop
+//
+//   1. admits waiting requests (first come, first served) into free slots and prefills their
+//      prompts, until the iteration's prompt-token budget is used up (at least one prompt is
+//      admitted when a slot is free, however long it is: a prompt is never split, so its
+//      prefill is the same single Backend::prefill call that generate() makes);
+//   2. picks the next token of every running sequence with that sequence's own Sampler;
+//      sequences that are now finished (n_predict reached, EOS, a stop string) leave at once
+//      and free their slot for the next iteration's admissions;
+//   3. feeds the picked tokens of all the others back in ONE batched Backend::decode call.
+//
+// A request run here produces exactly what generate() produces for the same prompt and
+// options: the same ids, the same text and the same finish reason. That rests on three
+// things: each sequence's Sampler is its own (seed stream and penalty history); the prompt is
+// prefilled in one call from a reset slot; and the backend computes each row of a batched
+// decode step the same way whatever the other rows are (batch invariance, docs/batch.md).
+// The one difference is that a sequence's final token is not fed back (its state is
+// discarded), which changes nothing that is returned.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "engine/sampler.h"
+
+namespace mamba {
+
+class Tokenizer;
+class StreamDecoder;
+class StopMatcher;
+
+// One generation request. The prompt is either text (tokenized with the scheduler's
+// tokenizer, special tokens added as the model asks) or ids.
+struct Request {
+  uint64_t key = 0;                  // the caller's handle; comes back in the Result
+  bool has_prompt_ids = false;       // true: the prompt is prompt_ids, else prompt
+  std::string prompt;                // prompt text (needs a tokenizer)
+  std::vector<int32_t> prompt_ids;   // (n_prompt) prompt ids, used when has_prompt_ids
+  SamplerParams sampling;            // temperature, top-k, ..., seed
+  int n_predict = 128;               // tokens to generate at most (0: prefill only)
+  std::vector<std::string> stop;     // stop strings (need a tokenizer); none may be empty
+  bool ignore_eos = false;           // never pick EOS, always run n_predict tokens
+};
+
+struct Result {
+  uint64_t key = 0;                  // Request::key
+  std::vector<int32_t> ids;          // generated ids (an EOS that ended generation included)
+  std::string text;                  // generated text, stop string removed ("" without a tokenizer)
+  // "length", "eos", "stop" as generate() says; "cancelled" when the run was stopped before
+  // the request finished (nothing else in the Result is meaningful then); "error" when the
+  // request could not run (the reason is in `error`).
+  std::string finish_reason;
+  std::string error;                 // one line, when finish_reason == "error"
+  int n_prompt = 0;                  // prompt tokens prefilled
+  double queue_ms = 0;               // submit() until its prefill began
+  double prefill_ms = 0;             // the prompt's Backend::prefill call
+  double decode_ms = 0;              // end of prefill until it finished (shared decode steps)
+
+  bool completed() const { return finish_reason != "cancelled" && finish_reason != "error"; }
+};
+
+struct SchedulerOptions {
+  int n_parallel = 1;        // sequences decoded together at most (<= the backend's n_slots)
+  // Prompt tokens prefilled per iteration (llama.cpp's -b): bounds the time the running
+  // sequences wait for newcomers. A prompt longer than this is still prefilled whole, alone.
+  int prefill_budget = 512;
+  int32_t eos_id = -1;                      // generation stops after this token (-1: none)
+  const Tokenizer* tokenizer = nullptr;     // for text prompts, text output and stop strings
+  // Polled before every iteration. When it reads true, run()/step() report every request
+  // still waiting or running as "cancelled" (in-flight sequences are abandoned, their slots
+  // freed) and the scheduler is empty afterwards.
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+using ResultFn = std::function<void(Result&&)>;
+
+class Scheduler {
+ public:
+  Scheduler(Backend& be, const SchedulerOptions& o);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a request (first in, first out). Requests may be added at any time, also from
+  // inside a result callback.
+  void submit(Request r);
+
+  // One iteration (admit and prefill, pick, one batched decode step). Each request that
+  // finishes, fails or is cancelled is handed to on_result exactly once. Returns false when
+  // nothing is left waiting or running. Errors of the backend itself propagate (mamba::Error).
+  bool step(const ResultFn& on_result);
+  // step() until nothing is left (or the cancel flag stops it).
+  void run(const ResultFn& on_result);
+
+  int n_waiting() const { return int(waiting_.size()); }
+  int n_running() const;
+  uint64_t n_generated() const { return n_generated_; }  // tokens picked so far, all requests
+  uint64_t n_decode_calls() const { return n_decode_calls_; }
+  int max_batch() const { return max_batch_; }  // largest decode batch seen
+
+ private:
+  struct Seq;  // a running sequence (scheduler.cpp)
+  struct Waiting {
+    Request req;
+    double submitted_ms;  // on the scheduler's clock
+  };
+
+  void admit(const ResultFn& on_result);
+  // Starts `w` in `slot`: tokenize, sampler, prefill. Returns nullptr (after reporting the
+  // error) when the request cannot run.
+  std::unique_ptr<Seq> start(Waiting&& w, int slot, const ResultFn& on_result);
+  // Picks the next token of s; returns true when s is finished (and has been reported).
+  bool pick(Seq& s, const ResultFn& on_result);
+  void finish(Seq& s, const std::string& reason, const ResultFn& on_result);
+  void cancel_all(const ResultFn& on_result);
+  double now_ms() const;
+
+  Backend& be_;
+  SchedulerOptions o_;
+  int32_t n_vocab_;                          // logits per row
+  std::deque<Waiting> waiting_;              // submitted, not yet admitted (FIFO)
+  std::vector<std::unique_ptr<Seq>> slots_;  // (n_parallel) running sequence per slot, or null
+  uint64_t n_generated_ = 0;
+  uint64_t n_decode_calls_ = 0;
+  int max_batch_ = 0;
+  // Scratch of the batched decode step.
+  std::vector<int> batch_slots_;       // (n) slots fed this step
+  std::vector<int32_t> batch_tokens_;  // (n) their tokens
+  std::vector<float> batch_logits_;    // (n, n_vocab) what decode returns
+  int64_t t0_ns_;                      // clock origin
+};
+
+}  // namespace mamba
