@@ -72,4 +72,29 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
   return *this;
 }
 
+HostBuffer::HostBuffer(size_t bytes, const std::string& what) : bytes_(bytes) {
+  if (bytes == 0) return;
+  const cudaError_t err = cudaMallocHost(&ptr_, bytes);
+  if (err != cudaSuccess) {
+    ptr_ = nullptr;
+    bytes_ = 0;
+    throw_cuda_error(err, ("cudaMallocHost for " + what).c_str(), __FILE__, __LINE__);
+  }
+}
+
+HostBuffer::~HostBuffer() {
+  if (ptr_) cudaFreeHost(ptr_);
+}
+
+HostBuffer& HostBuffer::operator=(HostBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_) cudaFreeHost(ptr_);
+    ptr_ = o.ptr_;
+    bytes_ = o.bytes_;
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  return *this;
+}
+
 }  // namespace mamba::cuda

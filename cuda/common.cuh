@@ -73,6 +73,32 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// An owning, move-only page-locked host buffer (cudaMallocHost): the staging area for copies
+// that happen every token, which run at full speed only from pinned memory.
+class HostBuffer {
+ public:
+  HostBuffer() = default;
+  HostBuffer(size_t bytes, const std::string& what);
+  ~HostBuffer();
+  HostBuffer(HostBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  HostBuffer& operator=(HostBuffer&& o) noexcept;
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 // A packed batch of sequences for the prefill kernels. Sequence s owns rows
 // [start[s], start[s+1]) of every (n_tok, ...) activation buffer and continues the recurrent
 // state of slot slots[s]. Decode is the special case of one row per sequence, which the

@@ -23,6 +23,7 @@
 #include "falcon_rms.cuh"
 #include "gated_rmsnorm.cuh"
 #include "linear.cuh"
+#include "linear_decode.cuh"
 #include "model/model.h"
 #include "rmsnorm.cuh"
 #include "selective_scan.cuh"
@@ -90,8 +91,12 @@ class CudaBackend final : public Backend {
   void forward(int n, bool decode);
   void mamba1_mixer(int il, int n, bool decode);
   void mamba2_mixer(int il, int n, bool decode);
+  // y = x W^T (+ b): cuBLAS for prefill; for decode the batch-invariant kernel, whose every
+  // row is computed the same way whatever the batch holds.
+  void proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+            const DeviceBuffer& b, bool decode);
   // logits_ (count, n_vocab) = output(xn_ rows [row0, row0 + count)).
-  void lm_head(int row0, int count);
+  void lm_head(int row0, int count, bool decode);
   void decode_batch(int n);  // graph replay or plain launches
   void check_slot(int slot) const;
   void check_tokens(std::span<const int32_t> tokens) const;
@@ -136,6 +141,12 @@ class CudaBackend final : public Backend {
   DeviceBuffer logits_;   // (logit_rows, n_vocab)
   DeviceBuffer cublas_ws_;
   cuda::SeqBatch prefill_batch_;
+  // Page-locked host staging for decode: (kMaxDecodeBatch) token and slot ids, and
+  // (logit_rows, n_vocab) logits, so the per-token copies run at full PCIe speed.
+  cuda::HostBuffer host_ids_, host_logits_;
+  // The decode projections' K-slice partial sums and tile counters (zeroed once).
+  DeviceBuffer dec_partial_, dec_counters_;
+  cuda::LinearDecodeWorkspace dec_ws_;
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode batch size -> replayable step
 };
@@ -237,6 +248,26 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
   }
   logits_ = DeviceBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),
                          "logits for " + std::to_string(logit_rows_) + " rows");
+  {
+    cuda::LinearDecodeNeeds need;
+    const auto grow = [&](const DeviceMatrix& W) {
+      if (!W.data) return;
+      const cuda::LinearDecodeNeeds n = cuda::linear_decode_needs(W, max_batch);
+      need.partial_floats = std::max(need.partial_floats, n.partial_floats);
+      need.n_counters = std::max(need.n_counters, n.n_counters);
+    };
+    grow(output_);
+    for (const DeviceLayer& d : layers_)
+      for (const DeviceMatrix* W : {&d.in_proj, &d.x_proj, &d.dt_proj, &d.out_proj}) grow(*W);
+    dec_partial_ = DeviceBuffer(need.partial_floats * sizeof(float), "decode partial sums");
+    dec_counters_ = DeviceBuffer(need.n_counters * sizeof(unsigned), "decode tile counters");
+    if (dec_counters_) CUDA_CHECK(cudaMemset(dec_counters_.data(), 0, dec_counters_.bytes()));
+    dec_ws_ = {dec_partial_.as<float>(), need.partial_floats, dec_counters_.as<unsigned>(),
+               need.n_counters};
+  }
+  host_ids_ = cuda::HostBuffer(2 * size_t(kMaxDecodeBatch) * sizeof(int32_t), "decode ids");
+  host_logits_ = cuda::HostBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),
+                                  "decode logits");
   prefill_batch_.n_seq = 1;
   prefill_batch_.start = seq_.as<int32_t>();
   prefill_batch_.slots = seq_.as<int32_t>() + 2;
@@ -328,8 +359,7 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   float* dt = dt_.as<float>();      // (n, DI)
   float* y = y_.as<float>();        // (n, DI)
 
-  cuda::linear(cublas_, w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, ptr_or_null(w.in_proj_b),
-               lin_scratch(), stream_);
+  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode);
   cuda::Conv1dParams cp;
   cp.x = proj;
   cp.ldx = ld_proj;
@@ -343,9 +373,9 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
     cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
   else
     cuda::conv1d_prefill(cp, prefill_batch_, stream_);
-  cuda::linear(cublas_, w.x_proj, xc, DI, n, dbl, ld_dbl, nullptr, lin_scratch(), stream_);
+  this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode);
   if (c_.dt_b_c_rms) cuda::falcon_bcdt_rms(dbl, ld_dbl, n, R, N, c_.mixer_rms_eps, stream_);
-  cuda::linear(cublas_, w.dt_proj, dbl, ld_dbl, n, dt, DI, nullptr, lin_scratch(), stream_);
+  this->proj(w.dt_proj, dbl, ld_dbl, n, dt, DI, DeviceBuffer(), decode);
   cuda::SelectiveScanParams sp;
   sp.x = xc;
   sp.dt = dt;
@@ -365,8 +395,7 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
     cuda::selective_scan_step(sp, n, slots_.as<int32_t>(), stream_);
   else
     cuda::selective_scan_prefill(sp, prefill_batch_, stream_);
-  cuda::linear(cublas_, w.out_proj, y, DI, n, out_.as<float>(), DM, ptr_or_null(w.out_proj_b),
-               lin_scratch(), stream_);
+  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode);
 }
 
 void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
@@ -378,8 +407,7 @@ void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
   float* xc = xc_.as<float>();      // (n, CD): x (DI) | B (G*N) | C (G*N)
   float* y = y_.as<float>();        // (n, DI)
 
-  cuda::linear(cublas_, w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, ptr_or_null(w.in_proj_b),
-               lin_scratch(), stream_);
+  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode);
   cuda::Conv1dParams cp;
   cp.x = proj + DI;
   cp.ldx = ld_proj;
@@ -417,8 +445,7 @@ void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
   else
     cuda::ssd_prefill(sp, prefill_batch_, ssd_ws_.data(), ssd_ws_.bytes(), stream_);
   cuda::gated_rmsnorm(y, proj, ld_proj, w.norm.as<float>(), n, DI, G, c_.norm_eps, y, stream_);
-  cuda::linear(cublas_, w.out_proj, y, DI, n, out_.as<float>(), DM, ptr_or_null(w.out_proj_b),
-               lin_scratch(), stream_);
+  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode);
 }
 
 void CudaBackend::forward(int n, bool decode) {
@@ -440,9 +467,17 @@ void CudaBackend::forward(int n, bool decode) {
                          stream_);
 }
 
-void CudaBackend::lm_head(int row0, int count) {
-  cuda::linear(cublas_, output_, xn_.as<float>() + int64_t(row0) * c_.d_model, c_.d_model,
-               count, logits_.as<float>(), c_.n_vocab, nullptr, lin_scratch(), stream_);
+void CudaBackend::proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
+                       int64_t ldy, const DeviceBuffer& b, bool decode) {
+  if (decode)
+    cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), dec_ws_, stream_);
+  else
+    cuda::linear(cublas_, W, x, ldx, n, y, ldy, ptr_or_null(b), lin_scratch(), stream_);
+}
+
+void CudaBackend::lm_head(int row0, int count, bool decode) {
+  proj(output_, xn_.as<float>() + int64_t(row0) * c_.d_model, c_.d_model, count,
+       logits_.as<float>(), c_.n_vocab, DeviceBuffer(), decode);
 }
 
 void CudaBackend::check_tokens(std::span<const int32_t> tokens) const {
@@ -473,13 +508,13 @@ void CudaBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_lo
     if (all_logits) {
       for (int r0 = 0; r0 < len; r0 += logit_rows_) {
         const int cnt = std::min(logit_rows_, len - r0);
-        lm_head(r0, cnt);
+        lm_head(r0, cnt, false);
         CUDA_CHECK(cudaMemcpyAsync(logits.data() + (t0 + r0) * V, logits_.data(),
                                    size_t(cnt) * size_t(V) * sizeof(float),
                                    cudaMemcpyDeviceToHost, stream_));
       }
     } else if (t0 + len == n) {
-      lm_head(len - 1, 1);
+      lm_head(len - 1, 1, false);
       CUDA_CHECK(cudaMemcpyAsync(logits.data(), logits_.data(), size_t(V) * sizeof(float),
                                  cudaMemcpyDeviceToHost, stream_));
     }
@@ -492,7 +527,7 @@ void CudaBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_lo
 void CudaBackend::decode_batch(int n) {
   const auto step = [&] {
     forward(n, /*decode=*/true);
-    lm_head(0, n);
+    lm_head(0, n, true);
   };
   if (!copts_.graphs) {
     step();
@@ -535,18 +570,23 @@ void CudaBackend::decode(std::span<const int> slots, std::span<const int32_t> to
   const int64_t n = int64_t(tokens.size()), V = c_.n_vocab;
   logits.resize(size_t(n * V));
   const int max_batch = std::min(logit_rows_, kMaxDecodeBatch);
-  std::vector<int32_t> slot_ids(slots.begin(), slots.end());
+  int32_t* ids = host_ids_.as<int32_t>();  // [tokens (max_batch) | slots (max_batch)]
+  float* host_logits = host_logits_.as<float>();
   for (int64_t b0 = 0; b0 < n; b0 += max_batch) {
     const int nb = int(std::min<int64_t>(max_batch, n - b0));
-    CUDA_CHECK(cudaMemcpyAsync(tokens_.data(), tokens.data() + b0, size_t(nb) * sizeof(int32_t),
+    for (int i = 0; i < nb; i++) {
+      ids[i] = tokens[size_t(b0 + i)];
+      ids[kMaxDecodeBatch + i] = slots[size_t(b0 + i)];
+    }
+    CUDA_CHECK(cudaMemcpyAsync(tokens_.data(), ids, size_t(nb) * sizeof(int32_t),
                                cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaMemcpyAsync(slots_.data(), slot_ids.data() + b0, size_t(nb) * sizeof(int32_t),
+    CUDA_CHECK(cudaMemcpyAsync(slots_.data(), ids + kMaxDecodeBatch, size_t(nb) * sizeof(int32_t),
                                cudaMemcpyHostToDevice, stream_));
     decode_batch(nb);
-    CUDA_CHECK(cudaMemcpyAsync(logits.data() + b0 * V, logits_.data(),
-                               size_t(nb) * size_t(V) * sizeof(float), cudaMemcpyDeviceToHost,
-                               stream_));
+    CUDA_CHECK(cudaMemcpyAsync(host_logits, logits_.data(), size_t(nb) * size_t(V) * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(logits.data() + b0 * V, host_logits, size_t(nb) * size_t(V) * sizeof(float));
   }
 }
 

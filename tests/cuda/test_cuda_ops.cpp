@@ -5,6 +5,7 @@
 // continuing different state slots in one call.
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <limits>
 
 #include "conv1d.cuh"
@@ -13,6 +14,7 @@
 #include "falcon_rms.cuh"
 #include "gated_rmsnorm.cuh"
 #include "linear.cuh"
+#include "linear_decode.cuh"
 #include "common/half.h"
 #include "rmsnorm.cuh"
 #include "selective_scan.cuh"
@@ -505,6 +507,87 @@ TEST_CASE("linear: projections in f32, f16 and bf16") {
     }
   }
   CUBLAS_CHECK(cublasDestroy(handle));
+}
+
+// ---- linear_decode (batch-invariant decode projections) ------------------------------------
+
+TEST_CASE("linear_decode: accurate, and each row's result independent of the batch") {
+  if (no_device()) return;
+  struct Case {
+    int rows, cols;
+    const char* what;
+  };
+  const std::vector<Case> cases = {
+      {3072, 768, "mamba-130m in_proj"},    {80, 1536, "mamba-130m x_proj"},
+      {1536, 48, "mamba-130m dt_proj"},     {768, 1536, "mamba-130m out_proj"},
+      {3352, 768, "mamba2-130m in_proj"},   {77, 45, "odd shape"},
+      {8192, 2048, "mamba-1.4b in_proj"},   {160, 4096, "mamba-1.4b x_proj"},
+      {2048, 4096, "mamba-1.4b out_proj"},
+  };
+  for (const auto& c : cases) {
+    for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+      if (quick() && c.rows * int64_t(c.cols) > (int64_t(3) << 20)) continue;
+      Weight W(randn(size_t(c.rows) * c.cols, 1.0f / std::sqrt(float(c.cols))), t);
+      const mamba::cuda::DeviceMatrix dm{W.dev.data(), t, c.rows, c.cols};
+      const auto b = randn(c.rows);
+      DeviceBuffer db = to_device(b);
+      // The largest batch first; smaller batches are its leading rows. Odd leading dimensions
+      // take the unvectorised load paths.
+      const int n_max = 200;
+      const auto need = mamba::cuda::linear_decode_needs(dm, n_max);
+      DeviceBuffer partial(std::max<size_t>(need.partial_floats, 1) * 4, "partial");
+      const auto zeros = std::vector<unsigned>(std::max<size_t>(need.n_counters, 1), 0u);
+      DeviceBuffer counters = to_device(zeros);
+      const mamba::cuda::LinearDecodeWorkspace ws{partial.as<float>(), need.partial_floats,
+                                                  counters.as<unsigned>(), need.n_counters};
+      for (int ld_pad : {0, 3}) {
+        const int64_t ldx = c.cols + ld_pad, ldy = c.rows + ld_pad;
+        const auto x = randn(size_t(n_max) * ldx);
+        DeviceBuffer dx = to_device(x);
+        std::vector<float> alone;  // (n_max, rows): every row computed in a batch of 1
+        {
+          DeviceBuffer y(size_t(ldy) * 4, "y");
+          for (int r = 0; r < n_max; r++) {
+            mamba::cuda::linear_decode(dm, dx.as<float>() + r * ldx, ldx, 1, y.as<float>(), ldy,
+                                       db.as<float>(), ws, nullptr);
+            const auto row = to_host<float>(y, size_t(c.rows));
+            alone.insert(alone.end(), row.begin(), row.end());
+          }
+        }
+        // Accuracy against double precision on the rows computed alone.
+        std::vector<double> ref;
+        std::vector<float> got;
+        for (int r = 0; r < 9; r++)
+          for (int i = 0; i < c.rows; i++) {
+            double acc = b[size_t(i)];
+            for (int j = 0; j < c.cols; j++)
+              acc += double(W.values[size_t(i) * c.cols + j]) * x[size_t(r) * ldx + j];
+            ref.push_back(acc);
+            got.push_back(alone[size_t(r) * c.rows + i]);
+          }
+        const double tol = t == DType::F32 ? 1e-5 : t == DType::F16 ? 1e-3 : 1e-2;
+        char shape[160];
+        std::snprintf(shape, sizeof shape, "%s (%d, %d) ld+%d", c.what, c.rows, c.cols, ld_pad);
+        report(std::string("linear_decode ") + dname(t), shape, rel_l2(got, ref), tol);
+        // Batch invariance: each tile shape (n <= 8, 16, 32, > 32, several passes) gives
+        // every row bit for bit what it got alone.
+        for (int n : {2, 8, 9, 16, 17, 33, 64, 65, 200}) {
+          if (quick() && n > 17) continue;
+          DeviceBuffer y(size_t(n) * ldy * 4, "y");
+          mamba::cuda::linear_decode(dm, dx.as<float>(), ldx, n, y.as<float>(), ldy,
+                                     db.as<float>(), ws, nullptr);
+          const auto all = to_host<float>(y, size_t(n) * ldy);
+          int64_t differ = 0;
+          for (int r = 0; r < n; r++)
+            for (int i = 0; i < c.rows; i++)
+              differ += std::memcmp(&all[size_t(r) * ldy + i], &alone[size_t(r) * c.rows + i], 4) != 0;
+          INFO(c.what, " ", dname(t), " n ", n, " ld+", ld_pad);
+          CHECK(differ == 0);
+          CHECK(to_host<unsigned>(counters, zeros.size()) == zeros);
+        }
+      }
+    }
+  }
 }
 
 // ---- errors ------------------------------------------------------------------------------

@@ -1,0 +1,339 @@
+#include "linear_decode.cuh"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace mamba::cuda {
+namespace {
+
+constexpr int kWarps = kLinearDecodeWarps;
+constexpr int kChunk = 32;  // K values per warp per chunk: 8 per lane column group
+
+// Two floats rounded to a 16-bit pair in one 32-bit register (low half = first value).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b);
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// D += A (16x16, row-major) * B (16x8, column-major), float32 accumulators.
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma16816<__half>(float (&d)[4], uint32_t a0, uint32_t a1,
+                                                 uint32_t a2, uint32_t a3, uint32_t b0,
+                                                 uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], uint32_t a0, uint32_t a1,
+                                                        uint32_t a2, uint32_t a3, uint32_t b0,
+                                                        uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 8 consecutive weights W[row][k .. k+8) as 4 packed pairs; zeros at or past `kend` or M.
+template <typename T>
+__device__ __forceinline__ void load_w8(const T* __restrict__ W, int64_t M, int64_t K,
+                                        int64_t kend, bool vec, int64_t row, int64_t k,
+                                        uint32_t (&r)[4]) {
+  if (row < M && k + 8 <= kend && vec) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(W + row * K + k));
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
+    return;
+  }
+  const uint16_t* bits = reinterpret_cast<const uint16_t*>(W);  // the raw 16-bit patterns
+  uint32_t e[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) e[i] = row < M && k + i < kend ? bits[row * K + k + i] : 0u;
+#pragma unroll
+  for (int i = 0; i < 4; i++) r[i] = e[2 * i] | (e[2 * i + 1] << 16);
+}
+
+// 8 consecutive activations x[col][k .. k+8), rounded to T, as 4 packed pairs; zeros at or
+// past `kend` or n.
+template <typename T>
+__device__ __forceinline__ void load_x8(const float* __restrict__ x, int64_t ldx, int n,
+                                        int64_t kend, bool vec, int col, int64_t k,
+                                        uint32_t (&r)[4]) {
+  float e[8];
+  if (col < n && k + 8 <= kend && vec) {
+    const float4 a = *reinterpret_cast<const float4*>(x + col * ldx + k);
+    const float4 b = *reinterpret_cast<const float4*>(x + col * ldx + k + 4);
+    e[0] = a.x, e[1] = a.y, e[2] = a.z, e[3] = a.w, e[4] = b.x, e[5] = b.y, e[6] = b.z,
+    e[7] = b.w;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; i++) e[i] = col < n && k + i < kend ? x[col * ldx + k + i] : 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) r[i] = pack2<T>(e[2 * i], e[2 * i + 1]);
+}
+
+struct MmaArgs {
+  const void* W;
+  int64_t M, K;
+  bool w_vec;
+  const float* x;
+  int64_t ldx;
+  bool x_vec;
+  int n;
+  float* y;
+  int64_t ldy;
+  const float* bias;
+  int splits;             // K slices, one per blockIdx.y
+  int64_t chunks_per_split;
+  float* ws;              // (splits, n, Mp) partial sums when splits > 1
+  int64_t Mp;             // M rounded up to the row tile
+  unsigned* counters;     // (row tiles of 16, batch passes): blocks done, back to 0 after
+};
+
+// Block (row tile of MT*16 features, K slice, batch pass of NT*8 rows). kWarps warps split the
+// slice's 32-wide chunks, two chunks per warp per iteration with both weight loads issued first.
+//
+// Lane (g = lane / 4, c = lane % 4) loads 8 consecutive K values at 8c of each chunk (one
+// 16-byte load per weight row). The mma's K index is a permutation of the physical one: step 0
+// takes physical {8c..8c+3}, step 1 {8c+4..8c+7}; weights and activations use the same
+// permutation, so each step is an exact dot-product piece and the two steps cover the chunk.
+//
+// Sums, all in a fixed order: chunks in order within a warp, warps in order within a block,
+// K slices in order by whichever block of a tile finishes last.
+template <typename T, int MT, int NT>
+__global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs p) {
+  constexpr int RT = MT * 16, CT = NT * 8;  // features and batch rows per block
+  __shared__ float sum[CT][RT + 1];
+  __shared__ bool last_block;
+  const T* __restrict__ W = static_cast<const T*>(p.W);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int64_t row0 = int64_t(blockIdx.x) * RT;
+  const int split = int(blockIdx.y);
+  const int col0 = int(blockIdx.z) * CT;
+  const int64_t ch0 = split * p.chunks_per_split;
+  const int64_t ch1 = min((p.K + kChunk - 1) / kChunk, ch0 + p.chunks_per_split);
+  const int64_t kend = min(p.K, ch1 * kChunk);
+
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
+
+  for (int64_t ch = ch0 + warp; ch < ch1; ch += 2 * kWarps) {
+    uint32_t a[2][MT][2][4];  // [chunk][tile][row g, row g + 8][4 pairs]
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+      const int64_t k = (ch + u * kWarps) * kChunk + 8 * c;  // past kend: loads zeros
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        load_w8(W, p.M, p.K, kend, p.w_vec, row0 + mt * 16 + g, k, a[u][mt][0]);
+        load_w8(W, p.M, p.K, kend, p.w_vec, row0 + mt * 16 + g + 8, k, a[u][mt][1]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+      const int64_t k = (ch + u * kWarps) * kChunk + 8 * c;
+      if (ch + u * kWarps >= ch1) break;  // warp-uniform
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) {
+        uint32_t b[4];
+        load_x8<T>(p.x, p.ldx, p.n, kend, p.x_vec, col0 + nt * 8 + g, k, b);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma16816<T>(acc[mt][nt], a[u][mt][0][0], a[u][mt][1][0], a[u][mt][0][1],
+                      a[u][mt][1][1], b[0], b[1]);
+          mma16816<T>(acc[mt][nt], a[u][mt][0][2], a[u][mt][1][2], a[u][mt][0][3],
+                      a[u][mt][1][3], b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  // acc[mt][nt] = {(r, q), (r, q + 1), (r + 8, q), (r + 8, q + 1)}, r = mt*16 + g, q = nt*8 + 2c.
+  for (int w = 0; w < kWarps; w++) {
+    if (warp == w) {
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+          for (int i = 0; i < 4; i++) {
+            const int r = mt * 16 + g + (i >= 2 ? 8 : 0), q = nt * 8 + 2 * c + (i & 1);
+            sum[q][r] = w == 0 ? acc[mt][nt][i] : sum[q][r] + acc[mt][nt][i];
+          }
+    }
+    __syncthreads();
+  }
+  if (p.splits == 1) {
+    for (int o = int(threadIdx.x); o < RT * CT; o += kWarps * 32) {
+      const int r = o % RT, q = o / RT;
+      const int64_t row = row0 + r;
+      const int col = col0 + q;
+      if (row < p.M && col < p.n)
+        p.y[int64_t(col) * p.ldy + row] = sum[q][r] + (p.bias ? p.bias[row] : 0.0f);
+    }
+    return;
+  }
+  // Several K slices: publish this slice's sums; the tile's last block adds them in order.
+  for (int o = int(threadIdx.x); o < RT * CT; o += kWarps * 32) {
+    const int r = o % RT, q = o / RT;
+    const int col = col0 + q;
+    if (col < p.n) p.ws[(int64_t(split) * p.n + col) * p.Mp + row0 + r] = sum[q][r];
+  }
+  __threadfence();
+  __syncthreads();
+  unsigned* counter = p.counters + int64_t(blockIdx.z) * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) last_block = atomicAdd(counter, 1u) == unsigned(p.splits - 1);
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for (int o = int(threadIdx.x); o < RT * CT; o += kWarps * 32) {
+    const int r = o % RT, q = o / RT;
+    const int64_t row = row0 + r;
+    const int col = col0 + q;
+    if (row >= p.M || col >= p.n) continue;
+    float v = 0.0f;
+    for (int s = 0; s < p.splits; s++) v += __ldcg(p.ws + (int64_t(s) * p.n + col) * p.Mp + row);
+    p.y[int64_t(col) * p.ldy + row] = v + (p.bias ? p.bias[row] : 0.0f);
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next call
+}
+
+// f32 weights: warp (feature row); lanes stride K, then a fixed butterfly sum per batch row.
+__global__ void linear_decode_f32_kernel(const float* __restrict__ W, int64_t M, int64_t K,
+                                         const float* __restrict__ x, int64_t ldx, int n,
+                                         float* __restrict__ y, int64_t ldy,
+                                         const float* __restrict__ bias) {
+  const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int lane = int(threadIdx.x) % 32;
+  if (row >= M) return;
+  const float* w = W + row * K;
+  for (int col = 0; col < n; col++) {
+    const float* xr = x + int64_t(col) * ldx;
+    float acc = 0.0f;
+    for (int64_t k = lane; k < K; k += 32) acc = fmaf(w[k], xr[k], acc);
+    acc = warp_sum(acc);
+    if (lane == 0) y[int64_t(col) * ldy + row] = acc + (bias ? bias[row] : 0.0f);
+  }
+}
+
+// How many K slices a weight's reduction is cut into: enough blocks to keep every SM's memory
+// pipe busy (the row tiles alone are too few for narrow matrices such as x_proj), but at least
+// four chunks per warp. A function of W's shape only, never of the batch.
+int splits_for(const DeviceMatrix& W) {
+  const int64_t tiles = ceil_div(W.rows, 16), chunks = ceil_div(W.cols, kChunk);
+  const int64_t want = ceil_div(528, tiles);  // about four blocks per SM on an H100
+  const int64_t most = std::max<int64_t>(1, chunks / (4 * kWarps));
+  return int(std::max<int64_t>(1, std::min<int64_t>({want, most, 64})));
+}
+
+template <int MT>
+int64_t row_tiles(const DeviceMatrix& W) {
+  return ceil_div(W.rows, MT * 16);
+}
+
+template <typename T, int MT, int NT>
+void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+                const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream) {
+  MmaArgs p;
+  p.W = W.data;
+  p.M = W.rows;
+  p.K = W.cols;
+  p.w_vec = W.cols % 8 == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0;
+  p.x = x;
+  p.ldx = ldx;
+  p.x_vec = ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  p.n = n;
+  p.y = y;
+  p.ldy = ldy;
+  p.bias = bias;
+  p.splits = splits_for(W);
+  const int64_t chunks = ceil_div(W.cols, kChunk);
+  p.chunks_per_split = ceil_div(chunks, p.splits);
+  p.splits = int(ceil_div(chunks, p.chunks_per_split));  // no empty slice
+  p.Mp = row_tiles<MT>(W) * MT * 16;
+  p.ws = ws.partial;
+  p.counters = ws.counters;
+  const dim3 grid(unsigned(row_tiles<MT>(W)), unsigned(p.splits), unsigned(ceil_div(n, NT * 8)));
+  if (p.splits > 1) {
+    require(ws.partial && ws.partial_floats >= size_t(p.splits) * size_t(n) * size_t(p.Mp),
+            "linear_decode", "workspace too small");
+    require(ws.counters && ws.n_counters >= size_t(grid.x) * grid.z, "linear_decode",
+            "workspace counters too few");
+  }
+  linear_decode_mma_kernel<T, MT, NT><<<grid, kWarps * 32, 0, stream>>>(p);
+}
+
+// The tile shape by batch size: one 8-row batch tile for a single sequence (the weight stream
+// dominates), more weight tiles per block as n grows so each block reuses its activations.
+template <typename T>
+void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+              const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream) {
+  if (n <= 8)
+    launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, stream);
+  else if (n <= 16)
+    launch_mma<T, 1, 2>(W, x, ldx, n, y, ldy, bias, ws, stream);
+  else if (n <= 32)
+    launch_mma<T, 2, 4>(W, x, ldx, n, y, ldy, bias, ws, stream);
+  else
+    launch_mma<T, 2, 8>(W, x, ldx, n, y, ldy, bias, ws, stream);
+}
+
+}  // namespace
+
+LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n) {
+  LinearDecodeNeeds need;
+  if (W.dtype == gguf::DType::F32 || n <= 0) return need;
+  const int splits = splits_for(W);
+  if (splits == 1) return need;
+  // The largest row padding and pass count over the tile shapes dispatch() may pick.
+  const int64_t Mp = ceil_div(W.rows, 32) * 32;
+  need.partial_floats = size_t(splits) * size_t(n) * size_t(Mp);
+  need.n_counters = size_t(ceil_div(W.rows, 16)) * size_t(ceil_div(n, 8));
+  return need;
+}
+
+void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
+                   int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
+                   cudaStream_t stream) {
+  require(W.data && x && y, "linear_decode", "null pointer");
+  require(W.rows > 0 && W.cols > 0 && n >= 0 && n <= 65535, "linear_decode", "bad shape");
+  require(ldx >= W.cols && ldy >= W.rows, "linear_decode", "bad leading dimension");
+  require(ceil_div(W.rows, 16) <= INT32_MAX, "linear_decode", "too many rows");
+  if (n == 0) return;
+  switch (W.dtype) {
+    case gguf::DType::F16:
+      dispatch<__half>(W, x, ldx, n, y, ldy, bias, ws, stream);
+      break;
+    case gguf::DType::BF16:
+      dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream);
+      break;
+    case gguf::DType::F32:
+      linear_decode_f32_kernel<<<unsigned(ceil_div(W.rows, kWarps)), kWarps * 32, 0, stream>>>(
+          static_cast<const float*>(W.data), W.rows, W.cols, x, ldx, n, y, ldy, bias);
+      break;
+    default:
+      fail("linear_decode: unsupported weight dtype ", gguf::dtype_name(W.dtype));
+  }
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace mamba::cuda

@@ -1,0 +1,46 @@
+// Decode-step projections: y (n, ldy) = x (n, ldx) W^T (+ bias) for the few rows of one decode
+// step (one row per running sequence), with every output value computed by the same arithmetic
+// in the same order whatever n is and whatever the other rows hold. This is what makes batched
+// generation batch-invariant: a sequence gets bit-identical logits alone or beside 255 others.
+//
+// How (see docs/batch.md): the reduction over K is split in a way fixed by W's shape alone.
+// kLinearDecodeWarps warps of a block take interleaved 32-wide K chunks; each accumulates its
+// chunks in order, and the warps' partial sums are added in warp order. n only decides how many
+// 8-row batch tiles a warp carries and how many 16-row weight tiles a block holds, which changes
+// no output's sum. (cuBLAS picks its kernel, its tiling and its split-K by n, so its per-row
+// results differ with the batch size.)
+//
+//   f16 / bf16 weights: x is rounded to the weight's dtype (as the prefill GEMM does) and the
+//     products run on tensor cores (mma.sync m16n8k16) with float32 accumulation. Weights are
+//     read once per step for up to 64 rows, so a step is bound by the weight bytes.
+//   f32 weights: float32 FMAs, one warp per output feature (exact, slower; for reference runs).
+#pragma once
+
+#include "linear.cuh"
+
+namespace mamba::cuda {
+
+constexpr int kLinearDecodeWarps = 4;
+
+// Narrow weights (few rows, long rows: x_proj, out_proj) have their K range cut into slices on
+// more blocks; the slices' sums meet in a workspace and the tile's last block adds them in
+// slice order. The counters must start at zero (each call leaves them at zero again).
+struct LinearDecodeWorkspace {
+  float* partial = nullptr;      // device, partial_floats
+  size_t partial_floats = 0;
+  unsigned* counters = nullptr;  // device, n_counters, zeroed once
+  size_t n_counters = 0;
+};
+struct LinearDecodeNeeds {
+  size_t partial_floats = 0;
+  size_t n_counters = 0;
+};
+// What linear_decode needs for this weight and up to n rows (zeros when it needs nothing).
+LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n);
+
+// y rows [0, n), first W.rows columns; bias (W.rows) may be null. n in [0, 65535].
+void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
+                   int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
+                   cudaStream_t stream);
+
+}  // namespace mamba::cuda
