@@ -2,16 +2,19 @@
 //
 // Each line read from stdin, with its newline, continues the sequence: it is tokenized on its
 // own (no BOS, since it does not start a sequence) and prefilled after everything before it,
-// so a turn costs only its own tokens however long the text has grown. Then the model goes on
+// so a turn costs only its own tokens however long the text has grown. When the text so far
+// does not end with a newline, one is fed first: the line starts a line of its own, as the
+// terminal shows it after the prompt marker. Then the model goes on
 // for up to -n tokens (default: until end-of-sequence, at most kDefaultMaxTokens).
 //
 // When a turn ended with end-of-sequence, that EOS was never fed (generate() does not feed a
 // final EOS): the next line simply continues the text before it, as if the model had stopped
 // on its own.
 //
-// Output: the generated text on stdout; the "> " prompt marker, notices and the summary on
-// stderr. When stdin is not a terminal (lines piped in), each line is also written to stdout,
-// so that stdout holds the whole text of the sequence; a terminal shows typed lines itself.
+// Output: the generated text on stdout, ended with a newline when a turn ends mid-line; the
+// "> " prompt marker, notices and the summary on stderr. When stdin is not a terminal (lines
+// piped in), each line is also written to stdout, so that stdout holds the whole text of the
+// sequence; a terminal shows typed lines itself.
 //
 // Commands: a line that is exactly "/reset" starts a new, empty sequence (fresh state, the
 // sampler's history and random stream reset); the next line then starts it with BOS.
@@ -127,9 +130,6 @@ int run_interactive(CliSession& s, const CliOptions& o, RunTotals& t) {
   const bool tty_in = isatty(0);
   const int n_predict = o.n_predict.value_or(kDefaultMaxTokens);
   const std::function<void(std::string_view)> out = write_stdout;
-  if (t.n_generated == 0)
-    ui("interactive: each line continues the text; /reset starts over; Ctrl-C stops a "
-       "generation; Ctrl-C at the prompt or end of input (Ctrl-D) quits\n");
 
   int code = 0;
   LineReader in;
@@ -139,7 +139,10 @@ int run_interactive(CliSession& s, const CliOptions& o, RunTotals& t) {
       break;
     }
     clear_interrupts();
-    ui(g_line_start ? "> " : "\n> ");
+    // The text so far ends its line on stdout (that newline is also what is fed before the
+    // next line, see below); the marker goes to stderr.
+    if (!g_line_start) write_stdout("\n");
+    ui("> ");
     std::string line;
     const LineReader::Status st = in.read(line);
     if (st != LineReader::Line) {
@@ -149,13 +152,14 @@ int run_interactive(CliSession& s, const CliOptions& o, RunTotals& t) {
     }
     if (line == "/reset") {
       s.reset();
-      if (!g_line_start) write_stdout("\n");  // the new text starts on a line of its own
       ui("[reset: a new sequence starts]\n");
       continue;
     }
     try {
-      const std::string text = line + "\n";
-      if (!tty_in && !o.no_display_prompt) write_stdout(text);
+      // The line starts a line of its own, as the terminal shows it after the "> " marker.
+      const bool at_line_start = s.empty() || s.text_tail().ends_with('\n');
+      const std::string text = (at_line_start ? "" : "\n") + line + "\n";
+      if (!tty_in && !o.no_display_prompt) write_stdout(line + "\n");
       const bool fresh = s.empty();
       const std::vector<int32_t> ids = s.encode(text, /*continuing=*/!fresh);
       PromptInfo pi;

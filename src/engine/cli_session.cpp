@@ -116,6 +116,9 @@ std::unique_ptr<Backend> open_backend(const Model& m, const CliOptions& o, std::
 // ---- the session --------------------------------------------------------------------------
 
 CliSession::CliSession(const CliOptions& o) : o_(o) {
+  std::error_code ec;
+  if (!fs::exists(o.model, ec))
+    fail(o.model, ": cannot open: no such file; give a GGUF model file with -m FILE");
   model_ = Model::load(o.model);
   for (const std::string& w : model_->warnings) warn(w);
   tok_ = tokenizer_from_gguf(model_->gguf());
@@ -255,6 +258,12 @@ GenerateResult CliSession::generate(int n_predict,
   return r;
 }
 
+std::string CliSession::text_tail() const {
+  if (!tok_ || ids_.empty()) return {};
+  const size_t n = std::min<size_t>(ids_.size(), 8);
+  return tok_->decode(std::span<const int32_t>(ids_).last(n));
+}
+
 void CliSession::reset() {
   be_->reset_slot(0);
   ids_.clear();
@@ -341,7 +350,7 @@ int run_cli(const CliOptions& o) {
   }
   const bool continuing = !o.state_load.empty();
   const bool has_input = text.has_value() || !o.prompt_ids.empty();
-  if (text && text->empty() && !continuing) fail("the prompt is empty");
+  if (text && text->empty() && !continuing) fail("the prompt is empty; give some text");
 
   CliSession s(o);
   const Tokenizer* tok = s.tokenizer();
@@ -352,12 +361,13 @@ int run_cli(const CliOptions& o) {
   std::vector<int32_t> prompt;
   if (text && !text->empty()) prompt = s.encode(*text, continuing);
   if (!o.prompt_ids.empty()) prompt = parse_ids(o.prompt_ids);
-  if (has_input && prompt.empty() && !continuing) fail("the prompt is empty");
+  if (has_input && prompt.empty() && !continuing) fail("the prompt is empty; give some text");
   s.check_ids(prompt);
 
   install_interrupt_handler();
   // Plain output streams to stdout: the prompt, then the text as it is generated.
   const bool plain = !o.json;
+  if (o.interactive) write_fd(2, kInteractiveHelp);
   const auto out = [](std::string_view piece) { write_stdout(piece); };
   if (plain && tok && has_input && !o.no_display_prompt) {
     if (text)

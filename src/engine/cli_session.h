@@ -146,6 +146,8 @@ class CliSession {
   bool empty() const { return ids_.empty(); }
   bool can_generate() const { return !last_logits_.empty(); }
   const std::vector<int32_t>& ids() const { return ids_; }
+  // The text of the sequence's last few ids (to see how the text ends); "" without a tokenizer.
+  std::string text_tail() const;
 
   SavedState save();  // the sequence as a state file holds it
   // Replaces the sequence with a saved one (checked against this model by the reader).
@@ -170,6 +172,11 @@ class CliSession {
 // and continues the sequence with each; see cli_interactive.cpp. Returns the exit code.
 // `t` holds the initial prompt's counts; the summary at exit covers every turn.
 int run_interactive(CliSession& s, const CliOptions& o, RunTotals& t);
+
+// What -i prints on stderr before it starts.
+constexpr const char* kInteractiveHelp =
+    "interactive: each line continues the text; /reset starts over; Ctrl-C stops a "
+    "generation; Ctrl-C at the prompt or end of input (Ctrl-D) quits\n";
 
 // Ctrl-C: the handler only counts interrupts and raises the cancel flag that generate() polls.
 void install_interrupt_handler();

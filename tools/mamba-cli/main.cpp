@@ -33,19 +33,25 @@ int main(int argc, char** argv) {
   // ---- Model ----
   const std::string kModel = "Model";
   app.add_option("-m,--model", o.model, "GGUF model file (default: the bundled demo model)")
+      ->type_name("FILE")
       ->group(kModel);
   app.add_option("--device", o.device,
                  "cpu or cuda (default: cuda when built in and a GPU is usable, else cpu)")
+      ->type_name("cpu|cuda")
       ->group(kModel);
-  app.add_option("-t,--threads", o.n_threads, "CPU threads (default: all cores)")->group(kModel);
+  app.add_option("-t,--threads", o.n_threads, "CPU threads (default: all cores)")
+      ->type_name("N")->group(kModel);
 
   // ---- Prompt ----
   const std::string kPrompt = "Prompt (one of them; none: stdin when it is not a terminal)";
   std::string prompt;
-  CLI::Option* p = app.add_option("-p,--prompt", prompt, "prompt text")->group(kPrompt);
+  CLI::Option* p = app.add_option("-p,--prompt", prompt, "prompt text")
+      ->type_name("TEXT")->group(kPrompt);
   app.add_option("-f,--file", o.prompt_file, "file holding the prompt text (its bytes exactly)")
+      ->type_name("FILE")
       ->group(kPrompt);
   app.add_option("--prompt-ids", o.prompt_ids, "comma-separated prompt token ids")
+      ->type_name("IDS")
       ->group(kPrompt);
 
   // ---- Generation ----
@@ -54,9 +60,11 @@ int main(int argc, char** argv) {
   CLI::Option* n = app.add_option("-n,--n-predict", n_predict,
                                   "tokens to generate (default: until end-of-sequence, at most " +
                                       std::to_string(kDefaultMaxTokens) + ")")
+      ->type_name("N")
                        ->group(kGen);
   app.add_option("--stop", o.stop,
                  "stop when the text contains STR (repeatable); STR is not printed")
+      ->type_name("STR")
       ->group(kGen)
       ->allow_extra_args(false);
   app.add_flag("--ignore-eos", o.ignore_eos, "never stop at (or pick) end-of-sequence")
@@ -98,9 +106,11 @@ int main(int argc, char** argv) {
       ->group(kSampling);
   app.add_option("--logit-bias", o.logit_bias,
                  "ID(+|-)BIAS, e.g. 15043+1 or 2-inf (repeatable)")
+      ->type_name("ID(+|-)BIAS")
       ->group(kSampling)
       ->allow_extra_args(false);
   app.add_option("-s,--seed", o.seed, "random seed; -1 = a random one (reported)")
+      ->type_name("SEED")
       ->capture_default_str()
       ->group(kSampling);
 
@@ -109,14 +119,17 @@ int main(int argc, char** argv) {
   app.add_option("--prompt-cache", o.prompt_cache,
                  "file with the state after the prompt: reused when the prompt starts with "
                  "its tokens, written otherwise")
+      ->type_name("FILE")
       ->group(kState);
   app.add_flag("--prompt-cache-ro", o.prompt_cache_ro, "use --prompt-cache but never write it")
       ->group(kState);
   app.add_option("--state-save", o.state_save,
                  "after generation, save the state (prompt and generated text) to FILE")
+      ->type_name("FILE")
       ->group(kState);
   app.add_option("--state-load", o.state_load,
                  "start from a --state-save file; the prompt (may be empty) continues it")
+      ->type_name("FILE")
       ->group(kState);
 
   // ---- Output ----
@@ -129,6 +142,7 @@ int main(int argc, char** argv) {
       ->group(kOutput);
   app.add_option("--logits-out", o.logits_out,
                  "write the float32 logits of every prompt position, (n_prompt, n_vocab)")
+      ->type_name("FILE")
       ->group(kOutput);
 
   try {
