@@ -315,6 +315,43 @@ TEST_CASE("typical keeps the tokens whose surprise is closest to the entropy") {
   for (const TokenCandidate& t : c) CHECK(t.p == 0.5f);
 }
 
+TEST_CASE("top_k, top_p and typical over a long, shuffled list") {
+  // 1000 candidates, id i with logit -0.01 i, stored in a scrambled order (7919 is prime).
+  std::vector<TokenCandidate> base;
+  for (int i = 0; i < 1000; i++) {
+    const int id = (i * 7919) % 1000;
+    base.push_back({id, -0.01f * float(id), 0.0f});
+  }
+  std::vector<int32_t> first(1000);
+  for (int i = 0; i < 1000; i++) first[size_t(i)] = i;
+  const auto prefix = [&](size_t n) {
+    return std::vector<int32_t>(first.begin(), first.begin() + long(n));
+  };
+
+  auto c = base;
+  sampling::top_k(c, 10);
+  CHECK(ids(c) == prefix(10));
+  // p_i = r^i (1 - r) / (1 - r^1000) with r = e^-0.01, so the first n hold
+  // (1 - r^n) / (1 - e^-10). Mass >= 0.9 needs r^n <= 1 - 0.9 (1 - e^-10) = 0.1000409,
+  // n >= -ln(0.1000409) / 0.01 = 230.22: 231 tokens.
+  c = base;
+  sampling::top_p(c, 0.9f);
+  CHECK(ids(c) == prefix(231));
+
+  // All equal: p = 0.001 each, every token equally typical (ties by id), 500 make 0.5.
+  std::vector<TokenCandidate> flat;
+  for (int i = 0; i < 1000; i++) flat.push_back({(i * 7919) % 1000, 0.0f, 0.0f});
+  c = flat;
+  sampling::top_p(c, 0.4995f);
+  CHECK(ids(c) == prefix(500));
+  c = flat;
+  sampling::typical(c, 0.4995f);
+  CHECK(ids(c) == prefix(500));
+  c = flat;
+  sampling::top_k(c, 5);
+  CHECK(ids(c) == prefix(5));
+}
+
 TEST_CASE("temperature divides the logits") {
   auto c = cands({1.0f, -2.0f, 0.0f, -kInf});
   sampling::temperature(c, 0.5f);

@@ -168,55 +168,84 @@ void penalties(std::vector<TokenCandidate>& c, std::span<const int32_t> history,
 void top_k(std::vector<TokenCandidate>& c, int32_t k) {
   if (k <= 0) return;
   if (size_t(k) < c.size()) {
-    // Only the k best need ordering: select them first, then sort just those.
-    std::nth_element(c.begin(), c.begin() + k, c.end(), by_logit_desc);
+    // One pass with a heap of the k best so far in c[0, k), its worst on top: most of a
+    // 50k vocabulary is rejected by a single comparison with that worst.
+    const auto first = c.begin(), heap_end = c.begin() + k;
+    std::make_heap(first, heap_end, by_logit_desc);
+    for (size_t i = size_t(k); i < c.size(); i++) {
+      if (!by_logit_desc(c[i], c[0])) continue;
+      std::pop_heap(first, heap_end, by_logit_desc);
+      *(heap_end - 1) = c[i];
+      std::push_heap(first, heap_end, by_logit_desc);
+    }
     c.resize(size_t(k));
   }
   sort_desc(c);
 }
 
+namespace {
+// Orders v by `less` only as far as needed: sorts it chunk by chunk (64, then doubling), each
+// chunk selected with nth_element from what is left, and calls done(element) in order until
+// it returns true. Returns how many elements were visited. The visited prefix is sorted; the
+// rest of v is in no particular order. A sharp distribution touches one chunk, not all of v.
+template <typename T, typename Less, typename Done>
+size_t sorted_until(std::vector<T>& v, Less less, Done done) {
+  size_t from = 0, chunk = 64;
+  while (from < v.size()) {
+    const size_t to = std::min(v.size(), from + chunk);
+    if (to < v.size()) std::nth_element(v.begin() + std::ptrdiff_t(from),
+                                        v.begin() + std::ptrdiff_t(to), v.end(), less);
+    std::sort(v.begin() + std::ptrdiff_t(from), v.begin() + std::ptrdiff_t(to), less);
+    for (size_t i = from; i < to; i++)
+      if (done(v[i])) return i + 1;
+    from = to;
+    chunk *= 2;
+  }
+  return v.size();
+}
+}  // namespace
+
 void typical(std::vector<TokenCandidate>& c, float p) {
   if (p >= 1.0f || c.empty()) return;
-  softmax(c);
+  fill_probs(c);
   // Entropy of the distribution (0 * log 0 = 0 for the banned -inf candidates).
   double entropy = 0;
   for (const TokenCandidate& t : c)
     if (t.p > 0.0f) entropy -= double(t.p) * std::log(double(t.p));
-  // Typicality: how far each token's surprise -log p is from the expected surprise.
-  std::vector<std::pair<double, size_t>> shift(c.size());  // (|-log p - H|, index in c)
+  // Typicality: how far each token's surprise -log p is from the expected surprise H.
+  struct Shift {
+    double d;     // |-log p - H|; +inf for p = 0
+    int32_t id;   // ties by id, so the order is fully defined
+    uint32_t at;  // index in c
+  };
+  std::vector<Shift> shift(c.size());
   for (size_t i = 0; i < c.size(); i++) {
-    const double s = c[i].p > 0.0f ? std::fabs(-std::log(double(c[i].p)) - entropy)
+    const double d = c[i].p > 0.0f ? std::fabs(-std::log(double(c[i].p)) - entropy)
                                    : std::numeric_limits<double>::infinity();
-    shift[i] = {s, i};
+    shift[i] = {d, c[i].id, uint32_t(i)};
   }
-  std::sort(shift.begin(), shift.end());  // most typical first; ties by position (= by logit)
   // Keep the most typical tokens until their mass exceeds p (at least one).
-  size_t keep = c.size();
+  const auto more_typical = [](const Shift& a, const Shift& b) {
+    return a.d < b.d || (a.d == b.d && a.id < b.id);
+  };
   double cum = 0;
-  for (size_t i = 0; i < shift.size(); i++) {
-    cum += c[shift[i].second].p;
-    if (cum > double(p)) {
-      keep = i + 1;
-      break;
-    }
-  }
+  const size_t keep = sorted_until(shift, more_typical, [&](const Shift& s) {
+    return (cum += c[s.at].p) > double(p);
+  });
   std::vector<TokenCandidate> out(keep);
-  for (size_t i = 0; i < keep; i++) out[i] = c[shift[i].second];
-  c.swap(out);  // in typicality order, as llama.cpp leaves them
+  for (size_t i = 0; i < keep; i++) out[i] = c[shift[i].at];
+  c.swap(out);  // most typical first, as llama.cpp leaves them
 }
 
 void top_p(std::vector<TokenCandidate>& c, float p) {
   if (p >= 1.0f || c.empty()) return;
-  softmax(c);
-  // The shortest prefix (of the descending order) whose mass reaches p; at least one.
+  fill_probs(c);
+  // The shortest prefix of the descending order whose mass reaches p (at least one).
   double cum = 0;
-  for (size_t i = 0; i < c.size(); i++) {
-    cum += c[i].p;
-    if (cum >= double(p)) {
-      c.resize(i + 1);
-      return;
-    }
-  }
+  const size_t keep = sorted_until(c, by_logit_desc, [&](const TokenCandidate& t) {
+    return (cum += t.p) >= double(p);
+  });
+  c.resize(keep);
 }
 
 void min_p(std::vector<TokenCandidate>& c, float p) {
@@ -326,8 +355,13 @@ int32_t Sampler::sample(std::span<const float> logits) {
   if (p_.temp == 0.0f) {
     // Greedy: one pass, cand_ is still indexed by id, so '>' keeps the lowest id on ties.
     size_t best = 0;
-    for (size_t i = 1; i < V; i++)
-      if (cand_[i].logit > cand_[best].logit) best = i;
+    float best_logit = cand_[0].logit;
+    for (size_t i = 1; i < V; i++) {
+      if (cand_[i].logit > best_logit) {
+        best_logit = cand_[i].logit;
+        best = i;
+      }
+    }
     return int32_t(best);
   }
   sampling::top_k(cand_, p_.top_k);

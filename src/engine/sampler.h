@@ -50,8 +50,11 @@ struct TokenCandidate {
 
 namespace sampling {
 // Each stage, exposed for tests. They follow llama.cpp's semantics: a stage never removes the
-// last candidate (min_keep = 1), and the filtering stages sort by logit, descending, first.
-void softmax(std::vector<TokenCandidate>& c);  // sorts descending and fills p
+// last candidate (min_keep = 1). top_k, top_p and min_p leave the kept candidates sorted by
+// logit, descending; typical leaves them most typical first (llama.cpp's order). Every order is
+// total (equal logits by ascending id), so results do not depend on the standard library.
+// A -inf logit has p = 0 and is never drawn; +inf logits share all the mass.
+void softmax(std::vector<TokenCandidate>& c);  // sorts descending (ties by id) and fills p
 void logit_bias(std::vector<TokenCandidate>& c, std::span<const std::pair<int32_t, float>> bias);
 // history: the last ids seen (prompt and generated), oldest first, already cut to
 // repeat_last_n by the caller.
@@ -62,7 +65,9 @@ void typical(std::vector<TokenCandidate>& c, float p);
 void top_p(std::vector<TokenCandidate>& c, float p);
 void min_p(std::vector<TokenCandidate>& c, float p);
 void temperature(std::vector<TokenCandidate>& c, float t);
-// Draws one candidate from softmax(logits) with a uniform u in [0, 1) from rng.
+// Draws one candidate from softmax(logits), walking the candidates in their current order with
+// u = (rng() >> 11) * 2^-53 in [0, 1). Fills p, does not reorder. When every logit is -inf it
+// returns the lowest id and leaves rng untouched.
 int32_t draw(std::vector<TokenCandidate>& c, std::mt19937_64& rng);
 }  // namespace sampling
 
@@ -71,7 +76,8 @@ class Sampler {
   Sampler(const SamplerParams& params, int32_t n_vocab);  // validates params
 
   // Runs the chain over one row of logits (at least n_vocab values; extra padded columns are
-  // ignored) and returns the chosen id. Does not record it: call accept() for that.
+  // ignored) and returns the chosen id. Does not record it: call accept() for that. A NaN
+  // logit counts as -inf; when every logit is -inf the lowest id is returned.
   int32_t sample(std::span<const float> logits);
   // Records an id in the penalty history: every prompt id and every generated id.
   void accept(int32_t id);
@@ -85,8 +91,10 @@ class Sampler {
   SamplerParams p_;
   int32_t n_vocab_;
   std::mt19937_64 rng_;
-  std::vector<int32_t> history_;  // (<= repeat_last_n) most recent ids, oldest first
-  std::vector<TokenCandidate> cand_;  // scratch, (n_vocab)
+  // Accepted ids, oldest first: the penalty window is its last repeat_last_n (all for -1;
+  // nothing is kept for 0). Trimmed in batches, so it holds up to 2 * repeat_last_n + 64.
+  std::vector<int32_t> history_;
+  std::vector<TokenCandidate> cand_;  // (n_vocab) scratch candidate list, reused per call
 };
 
 }  // namespace mamba
