@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (tests/fuzz, clang with ASan+UBSan) and runs each one for
 # SECONDS, starting from its seed corpus in tests/fuzz/corpus/<target>.
 #
-# Usage: scripts/fuzz.sh SECONDS [target...]     targets: gguf safetensors hf_config tokenizer
+# Usage: scripts/fuzz.sh SECONDS [target...]     targets: gguf safetensors hf_config tokenizer batch_line
 #   FUZZ_JOBS=N   run N targets at once (default 1)
 #
 # New inputs found go to build-fuzz/corpus/<target> (the committed seeds are not touched);
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 secs=${1:?usage: scripts/fuzz.sh SECONDS [target...]}
 shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(gguf safetensors hf_config tokenizer)
+[ ${#targets[@]} -gt 0 ] || targets=(gguf safetensors hf_config tokenizer batch_line)
 
 # clang and libFuzzer's runtime (Debian: clang, libclang-rt-14-dev), plus the build deps.
 pkgs="clang libclang-rt-14-dev cmake ninja-build nlohmann-json3-dev libcli11-dev doctest-dev libsentencepiece-dev libicu-dev"
