@@ -468,7 +468,10 @@ TEST_CASE("cli: --state-save then --state-load continues like one long run") {
 
   // With a prompt: it continues the saved sequence, like one run over everything.
   std::string all = kPromptArg;
-  for (int32_t id : first["ids"]) all += "," + std::to_string(id);
+  for (int32_t id : first["ids"]) {
+    all += ',';
+    all += std::to_string(id);
+  }
   const json long_run = run_json(m + "--prompt-ids " + all + ",9,10 -n 6");
   const json cont = run_json(m + "--state-load " + state + " --prompt-ids 9,10 -n 6");
   CHECK(cont["n_prompt"] == 2);

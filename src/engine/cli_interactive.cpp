@@ -126,10 +126,17 @@ void write_stdout(std::string_view s) {
   g_line_start = s.back() == '\n';
 }
 
-int run_interactive(CliSession& s, const CliOptions& o, RunTotals& t) {
+int run_interactive(CliSession& s, const CliOptions& o, RunTotals& t, bool generate_first) {
   const bool tty_in = isatty(0);
   const int n_predict = o.n_predict.value_or(kDefaultMaxTokens);
   const std::function<void(std::string_view)> out = write_stdout;
+  // One turn's generation, from whatever was just fed.
+  const auto generate = [&] {
+    const GenerateResult r = s.generate(n_predict, out, cancel_flag());
+    t.add(r);
+    if (r.finish_reason == "cancelled") ui(g_line_start ? "[stopped]\n" : "\n[stopped]\n");
+  };
+  if (generate_first) generate();
 
   int code = 0;
   LineReader in;
@@ -166,9 +173,7 @@ int run_interactive(CliSession& s, const CliOptions& o, RunTotals& t) {
       pi.n_prompt = pi.n_prefilled = int(ids.size());
       pi.prompt_ms = s.feed(ids, fresh);
       t.add(pi);
-      const GenerateResult r = s.generate(n_predict, out, cancel_flag());
-      t.add(r);
-      if (r.finish_reason == "cancelled") ui(g_line_start ? "[stopped]\n" : "\n[stopped]\n");
+      generate();
     } catch (const Error& e) {
       ui(std::string(g_line_start ? "" : "\n") + "error: " + e.what() + "\n");
     }

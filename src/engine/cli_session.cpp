@@ -388,15 +388,8 @@ int run_cli(const CliOptions& o) {
 
   RunTotals t;
   t.add(pi);
-  if (o.interactive) {
-    // The initial prompt (if any) runs like a turn; the loop continues from it.
-    if (has_input) {
-      const GenerateResult r =
-          s.generate(o.n_predict.value_or(kDefaultMaxTokens), out, cancel_flag());
-      t.add(r);
-    }
-    return run_interactive(s, o, t);
-  }
+  // In -i mode the initial prompt (if any) runs like a turn; the loop continues from it.
+  if (o.interactive) return run_interactive(s, o, t, /*generate_first=*/has_input);
 
   const GenerateResult r = s.generate(o.n_predict.value_or(kDefaultMaxTokens),
                                       plain ? std::function<void(std::string_view)>(out) : nullptr,

@@ -171,7 +171,8 @@ class CliSession {
 // Interactive mode (-i), after the initial prompt (if any) has run: reads lines from stdin
 // and continues the sequence with each; see cli_interactive.cpp. Returns the exit code.
 // `t` holds the initial prompt's counts; the summary at exit covers every turn.
-int run_interactive(CliSession& s, const CliOptions& o, RunTotals& t);
+// generate_first: an initial prompt was fed; generate its continuation before the first line.
+int run_interactive(CliSession& s, const CliOptions& o, RunTotals& t, bool generate_first);
 
 // What -i prints on stderr before it starts.
 constexpr const char* kInteractiveHelp =
