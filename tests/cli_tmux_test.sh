@@ -2,7 +2,8 @@
 # mamba-cli -i on a real terminal: tmux runs it in a detached pane, send-keys types, and
 # capture-pane reads the screen. Checks that text streams while it is generated, that a second
 # line continues the sequence, that /reset starts over, that Ctrl-C stops a long generation and
-# returns to the prompt, that Ctrl-C at the prompt quits with 130, and that Ctrl-D quits with 0.
+# returns to the prompt, that Ctrl-C at the prompt quits with 130, that Ctrl-D quits with 0, and
+# that without a prompt (and without -i) a terminal on stdin gets an error, not a wait.
 #
 #   tests/cli_tmux_test.sh MAMBA_CLI TMP_DIR        (run by tests/test_cli_interactive.cpp)
 #
@@ -24,7 +25,7 @@ export TERM=${TERM:-xterm}
 
 fail() {
   echo "FAIL: $*"
-  for s in turns ctrlc; do
+  for s in turns ctrlc noprompt; do
     if T has-session -t "$s" 2>/dev/null; then
       echo "---- screen of '$s' ----"
       T capture-pane -p -J -S - -t "$s"
@@ -121,5 +122,12 @@ wait_for ctrlc "the prompt after Ctrl-C" at_prompt ctrlc
 T send-keys -t ctrlc C-c
 wait_for ctrlc "exit code 130 after a second Ctrl-C" file_is "$TMP/rc_ctrlc" 130
 has ctrlc "cancelled; state: " || fail "ctrlc: no summary line"
+
+# ---- no prompt, stdin a terminal, no -i: one error line that says what to do ------------------
+rm -f "$TMP/rc_noprompt"
+T new-session -d -s noprompt -x 200 -y 50 "sh '$TMP/wrap.sh' '$TMP/rc_noprompt' '$CLI' -n 1"
+wait_for noprompt "exit code 1 without a prompt" file_is "$TMP/rc_noprompt" 1
+has noprompt "error: no prompt: give -p TEXT, -f FILE or --prompt-ids 1,2,3, pipe text on stdin, or use -i" ||
+  fail "noprompt: no error line"
 
 echo ok
