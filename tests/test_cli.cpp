@@ -448,6 +448,15 @@ TEST_CASE("cli: --prompt-cache reuses the state of a prompt that the new prompt 
   CHECK(err.find("saved with a different model") != std::string::npos);
   CHECK(json::parse(out)["ids"] == cold["ids"]);
 
+  // A cache that cannot be written costs a warning, not the output.
+  REQUIRE(run2(kCli + " -p " + quoted(p2) + " -n 16 --json --prompt-cache " +
+                   (kTmp / "no-such-dir" / "c.cache").string(),
+               &out, &err) == 0);
+  CHECK(err.rfind("warning: cannot write ", 0) == 0);
+  CHECK(err.find("the prompt cache is not saved") != std::string::npos);
+  CHECK(json::parse(out)["ids"] == cold["ids"]);
+  CHECK(json::parse(out)["prompt_cache"]["saved"] == false);
+
   CHECK(run2(kCli + " " + args2 + " --logits-out x.f32", &out, &err) == 1);
   CHECK(err.rfind("error: --logits-out needs the whole prompt prefilled", 0) == 0);
 }

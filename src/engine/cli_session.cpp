@@ -177,7 +177,7 @@ PromptInfo CliSession::process_prompt(std::span<const int32_t> prompt, bool cont
                                       std::vector<float>* prompt_logits) {
   PromptInfo info;
   info.n_prompt = int(prompt.size());
-  if (o_.prompt_cache.empty()) {
+  if (o_.prompt_cache.empty() || prompt.empty()) {  // -i without a prompt: nothing to cache
     info.prompt_ms = feed(prompt, !continuing, prompt_logits);
     info.n_prefilled = info.n_prompt;
     return info;
@@ -218,8 +218,13 @@ PromptInfo CliSession::process_prompt(std::span<const int32_t> prompt, bool cont
   info.prompt_ms = feed(prompt.subspan(size_t(info.n_reused)), /*fresh=*/!reused, prompt_logits);
   info.n_prefilled = info.n_prompt - info.n_reused;
   if (info.cache_status != "hit" && !o_.prompt_cache_ro) {
-    write_state_file(path, save());
-    info.cache_saved = true;
+    // Not being able to write the cache costs the next run time, not this run its output.
+    try {
+      write_state_file(path, save());
+      info.cache_saved = true;
+    } catch (const Error& e) {
+      warn(std::string(e.what()) + "; the prompt cache is not saved");
+    }
   }
   return info;
 }

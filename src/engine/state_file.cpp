@@ -1,5 +1,7 @@
 #include "engine/state_file.h"
 
+#include <unistd.h>
+
 #include <bit>
 #include <cerrno>
 #include <cstdio>
@@ -141,7 +143,8 @@ void write_state_file(const std::string& path, const SavedState& s) {
   const std::vector<uint8_t> bytes = serialize_state_file(s);
   // Write beside the target and rename, so that a reader never sees half a file and an
   // interrupted write leaves the old file in place.
-  const std::string tmp = path + ".tmp";
+  // The process id keeps two runs that write the same file from sharing a temporary.
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) fail("cannot write ", tmp, ": ", std::strerror(errno), "; check the directory");
