@@ -605,3 +605,42 @@ TEST_CASE("validate names the flag and the bad value") {
   p.top_p = 2.0f;
   CHECK_THROWS_AS(Sampler(p, 10), Error);
 }
+
+// The greedy pick skips the candidate list; it must equal the chain's stages applied in full
+// (bias, penalties, then the largest logit with the lowest id on ties), NaN never chosen.
+TEST_CASE("greedy fast path equals bias + penalties + argmax over the whole row") {
+  std::mt19937_64 g(7);
+  for (int trial = 0; trial < 300; trial++) {
+    const int32_t V = 50 + int32_t(g() % 200);
+    std::vector<float> logits(size_t(V) + 3);  // padded columns are ignored
+    for (float& l : logits) l = float(int(g() % 7)) - 3.0f;  // many ties
+    if (trial % 5 == 0) logits[g() % V] = NAN;
+    if (trial % 7 == 0) logits[g() % V] = -INFINITY;
+    SamplerParams p;
+    p.temp = 0.0f;
+    p.repeat_penalty = trial % 3 == 0 ? 1.0f : 1.3f;
+    p.presence_penalty = trial % 4 == 0 ? 0.5f : 0.0f;
+    p.frequency_penalty = trial % 6 == 0 ? 0.25f : 0.0f;
+    p.repeat_last_n = int32_t(g() % 20) - 1;
+    for (int b = 0; b < int(g() % 4); b++)
+      p.logit_bias.push_back({int32_t(g() % V), trial % 2 ? 2.0f : -INFINITY});
+    Sampler s(p, V);
+    std::vector<int32_t> hist;
+    for (int h = 0; h < int(g() % 30); h++) hist.push_back(int32_t(g() % V));
+    s.accept(hist);
+    // The reference: every stage over the full id-indexed list.
+    std::vector<TokenCandidate> c(static_cast<size_t>(V));
+    for (int32_t i = 0; i < V; i++)
+      c[size_t(i)] = {i, std::isnan(logits[size_t(i)]) ? -INFINITY : logits[size_t(i)], 0.0f};
+    sampling::logit_bias(c, p.logit_bias);
+    std::span<const int32_t> window(hist);
+    if (p.repeat_last_n >= 0 && window.size() > size_t(p.repeat_last_n))
+      window = window.last(size_t(p.repeat_last_n));
+    sampling::penalties(c, window, p.repeat_penalty, p.presence_penalty, p.frequency_penalty);
+    int32_t want = 0;
+    for (int32_t i = 1; i < V; i++)
+      if (c[size_t(i)].logit > c[size_t(want)].logit) want = i;
+    INFO("trial ", trial);
+    CHECK(s.sample(logits) == want);
+  }
+}

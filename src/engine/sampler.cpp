@@ -340,36 +340,78 @@ int32_t Sampler::sample(std::span<const float> logits) {
   if (logits.size() < V)
     fail("sampler: got ", std::to_string(logits.size()), " logits for a vocabulary of ",
          std::to_string(n_vocab_));
+  // The penalty window: the last repeat_last_n accepted ids (all of them for -1).
+  std::span<const int32_t> window(history_);
+  if (p_.repeat_last_n >= 0 && window.size() > size_t(p_.repeat_last_n))
+    window = window.last(size_t(p_.repeat_last_n));
+  if (p_.temp == 0.0f) return greedy(logits.first(V), window);
   cand_.resize(V);
   for (size_t i = 0; i < V; i++) {
     const float l = logits[i];
     cand_[i] = {int32_t(i), std::isnan(l) ? -kInf : l, 0.0f};  // a NaN logit is never picked
   }
   sampling::logit_bias(cand_, p_.logit_bias);
-  // The penalty window: the last repeat_last_n accepted ids (all of them for -1).
-  std::span<const int32_t> window(history_);
-  if (p_.repeat_last_n >= 0 && window.size() > size_t(p_.repeat_last_n))
-    window = window.last(size_t(p_.repeat_last_n));
   sampling::penalties(cand_, window, p_.repeat_penalty, p_.presence_penalty,
                       p_.frequency_penalty);
-  if (p_.temp == 0.0f) {
-    // Greedy: one pass, cand_ is still indexed by id, so '>' keeps the lowest id on ties.
-    size_t best = 0;
-    float best_logit = cand_[0].logit;
-    for (size_t i = 1; i < V; i++) {
-      if (cand_[i].logit > best_logit) {
-        best_logit = cand_[i].logit;
-        best = i;
-      }
-    }
-    return int32_t(best);
-  }
   sampling::top_k(cand_, p_.top_k);
   sampling::typical(cand_, p_.typical_p);
   sampling::top_p(cand_, p_.top_p);
   sampling::min_p(cand_, p_.min_p);
   sampling::temperature(cand_, p_.temp);
   return sampling::draw(cand_, rng_);
+}
+
+// Greedy without building the candidate list: the biases and penalties change only the ids
+// they name, so those few get their adjusted logits through the same stage functions, and one
+// pass over the raw row finds the best of the rest. The result is the same as the full chain's
+// (the largest adjusted logit, the lowest id on ties, NaN never chosen); a batch of sequences
+// picks its tokens every step, so this pass is what the host spends per sequence.
+int32_t Sampler::greedy(std::span<const float> logits, std::span<const int32_t> window) {
+  const size_t V = logits.size();
+  touched_.clear();
+  for (const auto& [id, b] : p_.logit_bias) touched_.push_back({id, 0.0f, 0.0f});
+  const bool penalise = p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f ||
+                        p_.frequency_penalty != 0.0f;
+  if (penalise)
+    for (int32_t id : window) touched_.push_back({id, 0.0f, 0.0f});
+  std::sort(touched_.begin(), touched_.end(),
+            [](const TokenCandidate& a, const TokenCandidate& b) { return a.id < b.id; });
+  touched_.erase(std::unique(touched_.begin(), touched_.end(),
+                             [](const TokenCandidate& a, const TokenCandidate& b) {
+                               return a.id == b.id;
+                             }),
+                 touched_.end());
+  std::erase_if(touched_, [&](const TokenCandidate& t) { return t.id < 0 || size_t(t.id) >= V; });
+  for (TokenCandidate& t : touched_) {
+    const float l = logits[size_t(t.id)];
+    t.logit = std::isnan(l) ? -kInf : l;
+  }
+  sampling::logit_bias(touched_, p_.logit_bias);
+  if (penalise)
+    sampling::penalties(touched_, window, p_.repeat_penalty, p_.presence_penalty,
+                        p_.frequency_penalty);
+  // The untouched ids: index 0 starts as the best (as in the full scan, where an all -inf
+  // row gives 0), then strictly larger logits win, so ties keep the lowest id.
+  size_t next = 0;  // the next touched id, in id order
+  size_t best = 0;
+  float best_logit = -kInf;
+  for (size_t i = 0; i < V; i++) {
+    if (next < touched_.size() && size_t(touched_[next].id) == i) {
+      next++;
+      continue;
+    }
+    if (logits[i] > best_logit) {
+      best_logit = logits[i];
+      best = i;
+    }
+  }
+  for (const TokenCandidate& t : touched_) {
+    if (t.logit > best_logit || (t.logit == best_logit && size_t(t.id) < best)) {
+      best_logit = t.logit;
+      best = size_t(t.id);
+    }
+  }
+  return int32_t(best);
 }
 
 }  // namespace mamba

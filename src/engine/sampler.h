@@ -88,6 +88,8 @@ class Sampler {
   const SamplerParams& params() const { return p_; }
 
  private:
+  int32_t greedy(std::span<const float> logits, std::span<const int32_t> window);
+
   SamplerParams p_;
   int32_t n_vocab_;
   std::mt19937_64 rng_;
@@ -95,6 +97,7 @@ class Sampler {
   // nothing is kept for 0). Trimmed in batches, so it holds up to 2 * repeat_last_n + 64.
   std::vector<int32_t> history_;
   std::vector<TokenCandidate> cand_;  // (n_vocab) scratch candidate list, reused per call
+  std::vector<TokenCandidate> touched_;  // scratch: the ids a greedy pick's bias/penalties change
 };
 
 }  // namespace mamba
