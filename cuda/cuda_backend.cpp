@@ -79,8 +79,13 @@ class CudaBackend final : public Backend {
                std::vector<float>& logits) override;
   void decode(std::span<const int> slots, std::span<const int32_t> tokens,
               std::vector<float>& logits) override;
+  std::span<const float> decode_view(std::span<const int> slots,
+                                     std::span<const int32_t> tokens) override;
 
  private:
+  int max_decode_batch() const { return std::min(logit_rows_, kMaxDecodeBatch); }
+  void decode_rows(std::span<const int> slots, std::span<const int32_t> tokens, int64_t b0,
+                   int nb);
   DeviceBuffer upload(const void* data, size_t bytes, const std::string& what);
   DeviceBuffer upload(const std::vector<float>& v, const std::string& what);
   DeviceMatrix upload(const Matrix& m, const std::string& name, DeviceBuffer& owner);
@@ -557,37 +562,47 @@ void CudaBackend::decode_batch(int n) {
   CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
 }
 
+// Steps rows [b0, b0 + nb) of the call (nb <= max_decode_batch()) and leaves their logits in
+// the page-locked host_logits_.
+void CudaBackend::decode_rows(std::span<const int> slots, std::span<const int32_t> tokens,
+                              int64_t b0, int nb) {
+  int32_t* ids = host_ids_.as<int32_t>();  // [tokens (kMaxDecodeBatch) | slots (kMaxDecodeBatch)]
+  for (int i = 0; i < nb; i++) {
+    ids[i] = tokens[size_t(b0 + i)];
+    ids[kMaxDecodeBatch + i] = slots[size_t(b0 + i)];
+  }
+  CUDA_CHECK(cudaMemcpyAsync(tokens_.data(), ids, size_t(nb) * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaMemcpyAsync(slots_.data(), ids + kMaxDecodeBatch, size_t(nb) * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  decode_batch(nb);
+  CUDA_CHECK(cudaMemcpyAsync(host_logits_.as<float>(), logits_.data(),
+                             size_t(nb) * size_t(c_.n_vocab) * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
 void CudaBackend::decode(std::span<const int> slots, std::span<const int32_t> tokens,
                          std::vector<float>& logits) {
-  if (slots.size() != tokens.size())
-    fail("decode got ", slots.size(), " slots but ", tokens.size(), " tokens");
-  check_tokens(tokens);
-  for (size_t i = 0; i < slots.size(); i++) {
-    check_slot(slots[i]);
-    for (size_t j = 0; j < i; j++)
-      if (slots[j] == slots[i]) fail("slot ", slots[i], " appears twice in one decode call");
-  }
+  check_decode(slots, tokens);
   const int64_t n = int64_t(tokens.size()), V = c_.n_vocab;
   logits.resize(size_t(n * V));
-  const int max_batch = std::min(logit_rows_, kMaxDecodeBatch);
-  int32_t* ids = host_ids_.as<int32_t>();  // [tokens (max_batch) | slots (max_batch)]
-  float* host_logits = host_logits_.as<float>();
+  const int max_batch = max_decode_batch();
   for (int64_t b0 = 0; b0 < n; b0 += max_batch) {
     const int nb = int(std::min<int64_t>(max_batch, n - b0));
-    for (int i = 0; i < nb; i++) {
-      ids[i] = tokens[size_t(b0 + i)];
-      ids[kMaxDecodeBatch + i] = slots[size_t(b0 + i)];
-    }
-    CUDA_CHECK(cudaMemcpyAsync(tokens_.data(), ids, size_t(nb) * sizeof(int32_t),
-                               cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaMemcpyAsync(slots_.data(), ids + kMaxDecodeBatch, size_t(nb) * sizeof(int32_t),
-                               cudaMemcpyHostToDevice, stream_));
-    decode_batch(nb);
-    CUDA_CHECK(cudaMemcpyAsync(host_logits, logits_.data(), size_t(nb) * size_t(V) * sizeof(float),
-                               cudaMemcpyDeviceToHost, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-    std::memcpy(logits.data() + b0 * V, host_logits, size_t(nb) * size_t(V) * sizeof(float));
+    decode_rows(slots, tokens, b0, nb);
+    std::memcpy(logits.data() + b0 * V, host_logits_.as<float>(),
+                size_t(nb) * size_t(V) * sizeof(float));
   }
+}
+
+std::span<const float> CudaBackend::decode_view(std::span<const int> slots,
+                                                std::span<const int32_t> tokens) {
+  if (int64_t(tokens.size()) > max_decode_batch()) return Backend::decode_view(slots, tokens);
+  check_decode(slots, tokens);
+  if (tokens.empty()) return {};
+  decode_rows(slots, tokens, 0, int(tokens.size()));
+  return {host_logits_.as<float>(), tokens.size() * size_t(c_.n_vocab)};
 }
 
 }  // namespace

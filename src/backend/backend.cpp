@@ -8,6 +8,27 @@
 
 namespace mamba {
 
+std::span<const float> Backend::decode_view(std::span<const int> slots,
+                                           std::span<const int32_t> tokens) {
+  decode(slots, tokens, view_);
+  return view_;
+}
+
+void Backend::check_decode(std::span<const int> slots, std::span<const int32_t> tokens) const {
+  if (slots.size() != tokens.size())
+    fail("decode got ", slots.size(), " slots but ", tokens.size(), " tokens");
+  const int64_t V = config().n_vocab;
+  for (int32_t id : tokens)
+    if (id < 0 || id >= V) fail("token id ", id, " is out of range (n_vocab = ", V, ")");
+  const int n = n_slots();
+  std::vector<bool> seen(size_t(n), false);
+  for (int slot : slots) {
+    if (slot < 0 || slot >= n) fail("slot ", slot, " is out of range (n_slots = ", n, ")");
+    if (seen[size_t(slot)]) fail("slot ", slot, " appears twice in one decode call");
+    seen[size_t(slot)] = true;
+  }
+}
+
 std::unique_ptr<Backend> make_backend(const Model& model, const BackendOptions& opts) {
   if (opts.device == "cpu")
     return std::make_unique<cpu::CpuBackend>(model, opts.n_threads, opts.n_slots);

@@ -190,14 +190,7 @@ void CpuBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_log
 
 void CpuBackend::decode(std::span<const int> slots, std::span<const int32_t> tokens,
                         std::vector<float>& logits) {
-  if (slots.size() != tokens.size())
-    fail("decode got ", slots.size(), " slots but ", tokens.size(), " tokens");
-  check_tokens(tokens);
-  for (size_t i = 0; i < slots.size(); i++) {
-    check_slot(slots[i]);
-    for (size_t j = 0; j < i; j++)
-      if (slots[j] == slots[i]) fail("slot ", slots[i], " appears twice in one decode call");
-  }
+  check_decode(slots, tokens);
   const int64_t n = int64_t(tokens.size()), V = c_.n_vocab;
   logits.resize(size_t(n * V));
   std::vector<Seq> seqs;
