@@ -266,7 +266,7 @@ TEST_CASE("scheduler: the bundled model's text and stop strings equal generate()
     Request q;
     q.key = uint64_t(i);
     q.prompt = prompts[i];
-    q.n_predict = 20 + 4 * i;
+    q.n_predict = 16;
     q.stop = {"\n\n", "):"};
     if (i >= 3) {
       q.sampling.temp = 0.8f;
@@ -364,6 +364,40 @@ TEST_CASE("scheduler: bad requests are errors, the others run; cancel abandons t
   CHECK(sched.n_running() == 0);
   CHECK(sched.n_waiting() == 0);
   CHECK_FALSE(sched.step([](Result&&) { FAIL("nothing is left to report"); }));
+}
+
+TEST_CASE("scheduler: batch invariance of Falcon-Mamba with bf16 weights, 64 at once vs alone") {
+  RandomModelOptions o = small(Arch::Mamba1, 17);
+  o.falcon = true;
+  o.dtype = gguf::DType::BF16;
+  const auto model = Model::load(write_model("falcon_bf16.gguf", o));
+  std::vector<Request> reqs;
+  for (int i = 0; i < 64; i++) {
+    Request q;
+    q.key = uint64_t(i);
+    q.has_prompt_ids = true;
+    q.prompt_ids = prompt_of(1 + (i * 29) % 48, i, 301);
+    q.n_predict = 4 + i % 5;
+    q.sampling.temp = i % 3 == 0 ? 0.0f : 1.0f;
+    q.sampling.seed = uint64_t(i);
+    reqs.push_back(q);
+  }
+  SchedulerOptions so;
+  so.prefill_budget = 1 << 20;  // all 64 prompts in the first step
+  so.n_parallel = 64;
+  int max_batch = 0;
+  const auto together = schedule(*model, reqs, so, &max_batch);
+  CHECK(max_batch == 64);
+  so.n_parallel = 1;
+  const auto alone = schedule(*model, reqs, so, &max_batch);
+  CHECK(max_batch == 1);
+  REQUIRE(together.size() == 64);
+  REQUIRE(alone.size() == 64);
+  for (int i = 0; i < 64; i++) {
+    INFO("request ", i);
+    CHECK(together.at(uint64_t(i)).ids == alone.at(uint64_t(i)).ids);
+    CHECK(together.at(uint64_t(i)).ids.size() == size_t(4 + i % 5));
+  }
 }
 
 TEST_CASE("mamba-batch: malformed lines give error records, the rest complete; --ordered") {
@@ -479,8 +513,10 @@ TEST_CASE("mamba-batch: batch invariance, 64 sequences in one batch vs each alon
 
 namespace {
 
-// The job the kill tests interrupt: about 12k tokens over 60 requests, 4 at a time. Request 0
+// The job the kill tests interrupt: about 20k tokens over 100 requests, 4 at a time. Request 0
 // is one token long, so a first record appears at once and the rest takes a while.
+constexpr int kKillJobSize = 100;
+
 struct KillJob {
   std::string model;
   fs::path in;
@@ -496,7 +532,7 @@ const KillJob& kill_job() {
     j.model = write_model("kill.gguf", o);
     j.in = kTmp / "kill.jsonl";
     std::vector<std::string> lines;
-    for (int i = 0; i < 60; i++)
+    for (int i = 0; i < kKillJobSize; i++)
       lines.push_back(json({{"id", id_of("k", i)},
                             {"prompt_ids", prompt_of(2 + i % 9, i, 512)},
                             {"n_predict", i == 0 ? 1 : 200},
@@ -510,7 +546,7 @@ const KillJob& kill_job() {
                        "--parallel", "4", "-t", "1"},
                       "kill-ref") == 0);
     for (const json& r : read_records(out)) j.reference[r["id"].get<std::string>()] = strip(r);
-    REQUIRE(j.reference.size() == 60);
+    REQUIRE(j.reference.size() == kKillJobSize);
     return j;
   }();
   return job;
@@ -544,8 +580,8 @@ void resume_and_check(const KillJob& job, const fs::path& out, std::string* err)
     seen[id]++;
     CHECK(job.reference.at(id) == strip(r));
   }
-  CHECK(recs.size() == 60);
-  CHECK(seen.size() == 60);
+  CHECK(recs.size() == kKillJobSize);
+  CHECK(seen.size() == kKillJobSize);
 }
 
 }  // namespace
@@ -556,11 +592,12 @@ TEST_CASE("mamba-batch: SIGTERM mid-run, then --resume") {
   CHECK(interrupt(job, out, SIGTERM) == 128 + SIGTERM);
   const std::vector<json> partial = read_records(out);  // whole lines only
   CHECK(partial.size() >= 1);
-  CHECK(partial.size() < 60);
+  CHECK(partial.size() < kKillJobSize);
   CHECK(slurp(kTmp / "kill.stderr").find("interrupted (SIGTERM)") != std::string::npos);
   std::string err;
   resume_and_check(job, out, &err);
-  CHECK(err.find("resume: " + std::to_string(partial.size()) + " of 60 requests already done") !=
+  CHECK(err.find("resume: " + std::to_string(partial.size()) + " of " +
+                 std::to_string(kKillJobSize) + " requests already done") !=
         std::string::npos);
 }
 
@@ -572,7 +609,7 @@ TEST_CASE("mamba-batch: SIGKILL mid-run and a cut last line, then --resume") {
   // removed by --resume.
   std::string s = slurp(out);
   if (!s.empty() && s.back() == '\n') {
-    std::ofstream(out, std::ios::binary | std::ios::app) << R"({"id":"k59","text":"","ids":[12,)";
+    std::ofstream(out, std::ios::binary | std::ios::app) << R"({"id":"k99","text":"","ids":[12,)";
   }
   std::string err;
   resume_and_check(job, out, &err);
