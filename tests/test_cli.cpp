@@ -309,6 +309,8 @@ TEST_CASE("cli: --stop ends the text right before the stop string") {
   const json j2 = run_json("-p " + quoted(kFib) + " -n 40 --stop Examples --stop " + quoted(stop) +
                            " --stop zzzz");
   CHECK(j2["text"] == before);
+  CHECK(run2(kCli + " -p x --stop ''", &out, &err) == 1);
+  CHECK(err == "error: --stop was given an empty string; give the text to stop at\n");
   const json j3 = run_json("-p " + quoted(kFib) + " -n 12 --stop zzzz");
   CHECK(j3["finish_reason"] == "length");
   CHECK(j3["text"] == d.tok->decode(std::vector<int32_t>(full.ids.begin(), full.ids.begin() + 12)));

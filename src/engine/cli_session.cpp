@@ -334,6 +334,8 @@ int run_cli(const CliOptions& o) {
   if (o.interactive && o.json) fail("--json prints one object for one run; leave it out with -i");
   if (!o.prompt_cache.empty() && !o.state_load.empty())
     fail("--prompt-cache and --state-load both give the starting state; use one of them");
+  for (const std::string& stop : o.stop)
+    if (stop.empty()) fail("--stop was given an empty string; give the text to stop at");
   if (o.prompt_cache_ro && o.prompt_cache.empty())
     fail("--prompt-cache-ro needs --prompt-cache FILE");
   if (!o.logits_out.empty() && (!o.prompt_cache.empty() || !o.state_load.empty()))
