@@ -307,11 +307,11 @@ TEST_CASE("scheduler: bad requests are errors, the others run; cancel abandons t
     reqs[size_t(i)].prompt_ids = prompt_of(4 + i, i, V);
     reqs[size_t(i)].n_predict = 6;
   }
-  reqs[1].stop = {"x"};                   // needs a tokenizer
-  reqs[2].prompt_ids = {1, V};            // out of range
-  reqs[3].has_prompt_ids = false;         // text needs a tokenizer
+  reqs[1].stop = {"x"};            // needs a tokenizer
+  reqs[2].prompt_ids = {1, V};     // out of range
+  reqs[3].has_prompt_ids = false;  // text needs a tokenizer
   reqs[3].prompt = "hello";
-  reqs[4].sampling.top_p = 0.0f;          // the Sampler refuses it
+  reqs[4].sampling.top_p = 0.0f;  // the Sampler refuses it
   reqs[5].n_predict = -1;
   SchedulerOptions so;
   so.n_parallel = 2;
@@ -422,8 +422,9 @@ TEST_CASE("mamba-batch: malformed lines give error records, the rest complete; -
   for (const bool ordered : {false, true}) {
     INFO("ordered ", ordered);
     fs::remove(out);
-    std::vector<std::string> args = {"-m", model, "--batch-file", in.string(), "--output",
-                                     out.string(), "--parallel", "4", "-t", "1"};
+    std::vector<std::string> args = {"-m",       model,        "--batch-file", in.string(),
+                                     "--output", out.string(), "--parallel",   "4",
+                                     "-t",       "1"};
     if (ordered) args.push_back("--ordered");
     std::string err;
     REQUIRE(run_batch(args, "mixed", &err) == 0);
@@ -452,17 +453,18 @@ TEST_CASE("mamba-batch: malformed lines give error records, the rest complete; -
   const json e_key = json::parse(unordered.at("\"bad-key\""));
   CHECK(e_key["line"] == 3);
   CHECK(e_key["error"].get<std::string>().find("temprature") != std::string::npos);
-  CHECK(json::parse(unordered.at("line 6"))["error"].get<std::string>().find("not valid JSON") == 0);
-  CHECK(json::parse(unordered.at("line 8"))["error"].get<std::string>().find("duplicate id \"r1\"") ==
+  CHECK(json::parse(unordered.at("line 6"))["error"].get<std::string>().find("not valid JSON") ==
         0);
+  CHECK(json::parse(unordered.at("line 8"))["error"].get<std::string>().find(
+            "duplicate id \"r1\"") == 0);
   const json e_vocab = json::parse(unordered.at("13"));  // no id: the line number
   CHECK(e_vocab["error"].get<std::string>().find("\"prompt_ids\"") == 0);
   CHECK(json::parse(unordered.at("\"r7\""))["n_predict"] == 5);
 
   // --ordered writes input order; without it the short late requests come first.
-  const std::vector<std::string> input_order = {"\"r0\"",   "\"r1\"",   "\"bad-key\"", "\"r2\"",
-                                                "\"r3\"",   "line 6",   "line 8",      "\"r4\"",
-                                                "\"r5\"",   "\"r6\"",   "\"r7\"",      "13"};
+  const std::vector<std::string> input_order = {"\"r0\"", "\"r1\"", "\"bad-key\"", "\"r2\"",
+                                                "\"r3\"", "line 6", "line 8",      "\"r4\"",
+                                                "\"r5\"", "\"r6\"", "\"r7\"",      "13"};
   CHECK(order[1] == input_order);
   CHECK(order[0] != input_order);
 
@@ -482,8 +484,8 @@ TEST_CASE("mamba-batch: batch invariance, 64 sequences in one batch vs each alon
   const fs::path in = kTmp / "inv.jsonl";
   std::vector<std::string> lines;
   for (int i = 0; i < 64; i++) {
-    json j = {{"id", i}, {"prompt_ids", prompt_of(1 + (i * 37) % 64, i, 517)},
-              {"n_predict", 8 + i % 17}};
+    json j = {
+        {"id", i}, {"prompt_ids", prompt_of(1 + (i * 37) % 64, i, 517)}, {"n_predict", 8 + i % 17}};
     if (i % 4 != 0) j.update({{"temperature", 0.7 + 0.01 * i}, {"seed", 5000 + i}});
     lines.push_back(j.dump());
   }
@@ -498,8 +500,7 @@ TEST_CASE("mamba-batch: batch invariance, 64 sequences in one batch vs each alon
     REQUIRE(run_batch({"-m", model, "--batch-file", in.string(), "--output", out.string(),
                        "--parallel", std::to_string(parallel), "-b", "4096", "-t", "2"},
                       "inv", &err) == 0);
-    CHECK(err.find("largest decode batch " + std::to_string(parallel) + "\n") !=
-          std::string::npos);
+    CHECK(err.find("largest decode batch " + std::to_string(parallel) + "\n") != std::string::npos);
     for (const json& r : read_records(out))
       by_parallel[parallel == 1][r["id"].get<int>()] = strip(r);
   }
@@ -597,8 +598,7 @@ TEST_CASE("mamba-batch: SIGTERM mid-run, then --resume") {
   std::string err;
   resume_and_check(job, out, &err);
   CHECK(err.find("resume: " + std::to_string(partial.size()) + " of " +
-                 std::to_string(kKillJobSize) + " requests already done") !=
-        std::string::npos);
+                 std::to_string(kKillJobSize) + " requests already done") != std::string::npos);
 }
 
 TEST_CASE("mamba-batch: SIGKILL mid-run and a cut last line, then --resume") {

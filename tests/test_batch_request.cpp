@@ -142,7 +142,7 @@ TEST_CASE("batch line: errors name the key and carry the id") {
       {"   ", "the line is empty", nullptr},
       {"{\"prompt\": \"\xff\xfe\"}", "not valid UTF-8", nullptr},
       {"{\"prompt\": \"\xed\xa0\x80\"}", "not valid UTF-8", nullptr},  // an encoded surrogate
-      {R"({"prompt": "\ud800"})", "not valid JSON", nullptr},           // a lone escaped one
+      {R"({"prompt": "\ud800"})", "not valid JSON", nullptr},          // a lone escaped one
       {R"({"id": true, "prompt": "p"})", "\"id\" must be a string or a number", nullptr},
       {R"({"id": null, "prompt": "p"})", "\"id\"", nullptr},
       {R"({"id": [1], "prompt": "p"})", "\"id\"", nullptr},
@@ -156,7 +156,8 @@ TEST_CASE("batch line: errors name the key and carry the id") {
       {R"({"prompt": "a", "prompt_ids": [1]})", "not both", L},
       {R"({"prompt_ids": []})", "\"prompt_ids\" must be a non-empty array", L},
       {R"({"prompt_ids": "1,2"})", "\"prompt_ids\"", L},
-      {R"({"prompt_ids": [1, 300]})", "\"prompt_ids\" ids must be integers in [0, 300), got 300", L},
+      {R"({"prompt_ids": [1, 300]})", "\"prompt_ids\" ids must be integers in [0, 300), got 300",
+       L},
       {R"({"prompt_ids": [-1]})", "\"prompt_ids\"", L},
       {R"({"prompt_ids": [1.5]})", "\"prompt_ids\"", L},
       {R"({"prompt_ids": [1e3]})", "\"prompt_ids\"", L},
@@ -272,12 +273,13 @@ TEST_CASE("batch output recovery: the unfinished last line is cut off") {
   CHECK(d.n_records == 0);
   CHECK_FALSE(d.has_id(json(1)));
 
-  const std::string whole = R"({"id":"a","text":"x","ids":[1]})" "\n"
-                            R"({"id":2,"line":2,"error":"bad"})" "\n"
-                            R"({"line":7,"error":"not JSON"})" "\n";
-  {
-    std::ofstream(p, std::ios::binary) << whole << R"({"id":"c","text":"trunc)";
-  }
+  const std::string whole = R"({"id":"a","text":"x","ids":[1]})"
+                            "\n"
+                            R"({"id":2,"line":2,"error":"bad"})"
+                            "\n"
+                            R"({"line":7,"error":"not JSON"})"
+                            "\n";
+  { std::ofstream(p, std::ios::binary) << whole << R"({"id":"c","text":"trunc)"; }
   d = recover_batch_output(p.string());
   CHECK(d.n_records == 3);
   CHECK(d.cut_bytes == std::string(R"({"id":"c","text":"trunc)").size());

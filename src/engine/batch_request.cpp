@@ -66,9 +66,9 @@ struct Reader {
 
   int32_t token_id(const std::string& key, const json& v, int32_t n_vocab) const {
     const int64_t hi = n_vocab > 0 ? int64_t(n_vocab) - 1 : int64_t(INT32_MAX);
-    const std::string what = n_vocab > 0 ? "ids must be integers in [0, " +
-                                               std::to_string(n_vocab) + ")"
-                                         : "ids must be integers >= 0";
+    const std::string what = n_vocab > 0
+                                 ? "ids must be integers in [0, " + std::to_string(n_vocab) + ")"
+                                 : "ids must be integers >= 0";
     return int32_t(integer(key, v, 0, hi, what.c_str()));
   }
 };
@@ -107,7 +107,8 @@ void parse_logit_bias(Reader& rd, const json& v, int32_t n_vocab,
   // A bias is a number, or false for "never pick this token".
   const auto bias = [&](const json& b) -> float {
     if (b.is_boolean() && !b.get<bool>()) return -std::numeric_limits<float>::infinity();
-    return rd.number(key, b, [](float) { return true; }, "biases must be numbers or false");
+    return rd.number(
+        key, b, [](float) { return true; }, "biases must be numbers or false");
   };
   if (v.is_array()) {
     for (const json& pair : v) {
@@ -157,8 +158,7 @@ BatchLine parse_batch_line(std::string_view line, int64_t line_no, const Request
 
   BatchLine out;
   if (const auto it = j.find("id"); it != j.end()) {
-    if (!it->is_string() && !it->is_number())
-      rd.bad("id", "must be a string or a number", *it);
+    if (!it->is_string() && !it->is_number()) rd.bad("id", "must be a string or a number", *it);
     rd.id = *it;
   } else {
     rd.id = line_no;
@@ -186,7 +186,8 @@ BatchLine parse_batch_line(std::string_view line, int64_t line_no, const Request
     } else if (key == "n_predict") {
       q.n_predict = int(rd.integer(key, v, 0, INT32_MAX, "must be an integer >= 0"));
     } else if (key == "temperature") {
-      sp.temp = rd.number(key, v, [](float f) { return f >= 0; }, "must be a number >= 0");
+      sp.temp = rd.number(
+          key, v, [](float f) { return f >= 0; }, "must be a number >= 0");
     } else if (key == "seed") {
       if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
         rd.bad(key, "must be an integer in [0, 2^64)", v);
@@ -194,23 +195,26 @@ BatchLine parse_batch_line(std::string_view line, int64_t line_no, const Request
     } else if (key == "top_k") {
       sp.top_k = int32_t(rd.integer(key, v, INT32_MIN, INT32_MAX, "must be an integer"));
     } else if (key == "top_p") {
-      sp.top_p = rd.number(key, v, [](float f) { return f > 0 && f <= 1; },
-                           "must be a number in (0, 1]");
+      sp.top_p = rd.number(
+          key, v, [](float f) { return f > 0 && f <= 1; }, "must be a number in (0, 1]");
     } else if (key == "min_p") {
-      sp.min_p = rd.number(key, v, [](float f) { return f >= 0 && f <= 1; },
-                           "must be a number in [0, 1]");
+      sp.min_p = rd.number(
+          key, v, [](float f) { return f >= 0 && f <= 1; }, "must be a number in [0, 1]");
     } else if (key == "typical_p") {
-      sp.typical_p = rd.number(key, v, [](float f) { return f > 0 && f <= 1; },
-                               "must be a number in (0, 1]");
+      sp.typical_p = rd.number(
+          key, v, [](float f) { return f > 0 && f <= 1; }, "must be a number in (0, 1]");
     } else if (key == "repeat_penalty") {
-      sp.repeat_penalty = rd.number(key, v, [](float f) { return f > 0; }, "must be a number > 0");
+      sp.repeat_penalty = rd.number(
+          key, v, [](float f) { return f > 0; }, "must be a number > 0");
     } else if (key == "repeat_last_n") {
-      sp.repeat_last_n = int32_t(rd.integer(key, v, -1, INT32_MAX,
-                                            "must be an integer >= -1 (-1 = all, 0 = off)"));
+      sp.repeat_last_n = int32_t(
+          rd.integer(key, v, -1, INT32_MAX, "must be an integer >= -1 (-1 = all, 0 = off)"));
     } else if (key == "presence_penalty") {
-      sp.presence_penalty = rd.number(key, v, [](float) { return true; }, "must be a number");
+      sp.presence_penalty = rd.number(
+          key, v, [](float) { return true; }, "must be a number");
     } else if (key == "frequency_penalty") {
-      sp.frequency_penalty = rd.number(key, v, [](float) { return true; }, "must be a number");
+      sp.frequency_penalty = rd.number(
+          key, v, [](float) { return true; }, "must be a number");
     } else if (key == "logit_bias") {
       parse_logit_bias(rd, v, n_vocab, sp.logit_bias);
     } else if (key == "stop") {
@@ -306,7 +310,8 @@ BatchDone recover_batch_output(const std::string& path) {
     } catch (const json::exception&) {
     }
     if (!j.is_object())
-      fail(path, " line ", line_no, " is not a JSON record; this is not an output file of "
+      fail(path, " line ", line_no,
+           " is not a JSON record; this is not an output file of "
            "mamba-batch, or it was edited: fix or remove that line to resume");
     done.n_records++;
     if (const auto id = j.find("id"); id != j.end())

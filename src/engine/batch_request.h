@@ -52,8 +52,7 @@ struct BatchLine {
 // an object, an id of the wrong type).
 class BatchLineError : public Error {
  public:
-  BatchLineError(const std::string& msg, nlohmann::json id_)
-      : Error(msg), id(std::move(id_)) {}
+  BatchLineError(const std::string& msg, nlohmann::json id_) : Error(msg), id(std::move(id_)) {}
   nlohmann::json id;
 };
 

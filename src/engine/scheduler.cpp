@@ -14,15 +14,15 @@ namespace mamba {
 
 // A running sequence: everything generate() keeps on its stack, kept here between steps.
 struct Scheduler::Seq {
-  int slot = -1;                         // the backend state slot it owns
-  int n_predict = 0;                     // Request::n_predict
-  bool ignore_eos = false;               // Request::ignore_eos
-  Sampler sampler;                       // its own seed stream and penalty history
-  std::unique_ptr<StreamDecoder> text;   // ids -> UTF-8-safe pieces; null without a tokenizer
-  StopMatcher stop;                      // stop strings over the streamed text
-  std::vector<float> last;               // (n_vocab) logits for the next pick
-  double decode_start_ms = 0;            // when its prefill ended
-  Result r;                              // filled as it goes
+  int slot = -1;                        // the backend state slot it owns
+  int n_predict = 0;                    // Request::n_predict
+  bool ignore_eos = false;              // Request::ignore_eos
+  Sampler sampler;                      // its own seed stream and penalty history
+  std::unique_ptr<StreamDecoder> text;  // ids -> UTF-8-safe pieces; null without a tokenizer
+  StopMatcher stop;                     // stop strings over the streamed text
+  std::vector<float> last;              // (n_vocab) logits for the next pick
+  double decode_start_ms = 0;           // when its prefill ended
+  Result r;                             // filled as it goes
 
   Seq(const SamplerParams& p, int32_t n_vocab, std::vector<std::string> stops)
       : sampler(p, n_vocab), stop(std::move(stops)) {}
@@ -72,8 +72,7 @@ Result error_result(uint64_t key, const std::string& msg) {
 
 // The checks generate() makes, as per-request errors rather than exceptions: one bad request
 // must not stop the others.
-std::unique_ptr<Scheduler::Seq> Scheduler::start(Waiting&& w, int slot,
-                                                 const ResultFn& on_result) {
+std::unique_ptr<Scheduler::Seq> Scheduler::start(Waiting&& w, int slot, const ResultFn& on_result) {
   Request& q = w.req;
   const double t_admit = now_ms();
   std::unique_ptr<Seq> s;

@@ -40,40 +40,40 @@ class StopMatcher;
 // One generation request. The prompt is either text (tokenized with the scheduler's
 // tokenizer, special tokens added as the model asks) or ids.
 struct Request {
-  uint64_t key = 0;                  // the caller's handle; comes back in the Result
-  bool has_prompt_ids = false;       // true: the prompt is prompt_ids, else prompt
-  std::string prompt;                // prompt text (needs a tokenizer)
-  std::vector<int32_t> prompt_ids;   // (n_prompt) prompt ids, used when has_prompt_ids
-  SamplerParams sampling;            // temperature, top-k, ..., seed
-  int n_predict = 128;               // tokens to generate at most (0: prefill only)
-  std::vector<std::string> stop;     // stop strings (need a tokenizer); none may be empty
-  bool ignore_eos = false;           // never pick EOS, always run n_predict tokens
+  uint64_t key = 0;                 // the caller's handle; comes back in the Result
+  bool has_prompt_ids = false;      // true: the prompt is prompt_ids, else prompt
+  std::string prompt;               // prompt text (needs a tokenizer)
+  std::vector<int32_t> prompt_ids;  // (n_prompt) prompt ids, used when has_prompt_ids
+  SamplerParams sampling;           // temperature, top-k, ..., seed
+  int n_predict = 128;              // tokens to generate at most (0: prefill only)
+  std::vector<std::string> stop;    // stop strings (need a tokenizer); none may be empty
+  bool ignore_eos = false;          // never pick EOS, always run n_predict tokens
 };
 
 struct Result {
-  uint64_t key = 0;                  // Request::key
-  std::vector<int32_t> ids;          // generated ids (an EOS that ended generation included)
-  std::string text;                  // generated text, stop string removed ("" without a tokenizer)
+  uint64_t key = 0;          // Request::key
+  std::vector<int32_t> ids;  // generated ids (an EOS that ended generation included)
+  std::string text;          // generated text, stop string removed ("" without a tokenizer)
   // "length", "eos", "stop" as generate() says; "cancelled" when the run was stopped before
   // the request finished (nothing else in the Result is meaningful then); "error" when the
   // request could not run (the reason is in `error`).
   std::string finish_reason;
-  std::string error;                 // one line, when finish_reason == "error"
-  int n_prompt = 0;                  // prompt tokens prefilled
-  double queue_ms = 0;               // submit() until its prefill began
-  double prefill_ms = 0;             // the prompt's Backend::prefill call
-  double decode_ms = 0;              // end of prefill until it finished (shared decode steps)
+  std::string error;      // one line, when finish_reason == "error"
+  int n_prompt = 0;       // prompt tokens prefilled
+  double queue_ms = 0;    // submit() until its prefill began
+  double prefill_ms = 0;  // the prompt's Backend::prefill call
+  double decode_ms = 0;   // end of prefill until it finished (shared decode steps)
 
   bool completed() const { return finish_reason != "cancelled" && finish_reason != "error"; }
 };
 
 struct SchedulerOptions {
-  int n_parallel = 1;        // sequences decoded together at most (<= the backend's n_slots)
+  int n_parallel = 1;  // sequences decoded together at most (<= the backend's n_slots)
   // Prompt tokens prefilled per iteration (llama.cpp's -b): bounds the time the running
   // sequences wait for newcomers. A prompt longer than this is still prefilled whole, alone.
   int prefill_budget = 512;
-  int32_t eos_id = -1;                      // generation stops after this token (-1: none)
-  const Tokenizer* tokenizer = nullptr;     // for text prompts, text output and stop strings
+  int32_t eos_id = -1;                   // generation stops after this token (-1: none)
+  const Tokenizer* tokenizer = nullptr;  // for text prompts, text output and stop strings
   // Polled before every iteration. When it reads true, run()/step() report every request
   // still waiting or running as "cancelled" (in-flight sequences are abandoned, their slots
   // freed) and the scheduler is empty afterwards.

@@ -11,10 +11,10 @@
 // known (--ordered: in input order). SIGINT/SIGTERM stop the run between decode steps: the
 // sequences in flight are abandoned (not written), the exit status is 130/143, and --resume
 // later runs exactly the requests that have no record yet. See docs/batch.md.
-#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -92,11 +92,11 @@ class Output {
 
 // One input line that produces a record.
 struct Entry {
-  int64_t line_no = 0;     // 1-based line in the batch file
-  json id;                 // null for records that must not carry an id
-  std::string record;      // the finished output line (--ordered buffers it here)
-  bool finished = false;   // record holds the line
-  bool written = false;    // written, or already in the output (resume)
+  int64_t line_no = 0;    // 1-based line in the batch file
+  json id;                // null for records that must not carry an id
+  std::string record;     // the finished output line (--ordered buffers it here)
+  bool finished = false;  // record holds the line
+  bool written = false;   // written, or already in the output (resume)
 };
 
 // Writes records as they finish, or in input order with --ordered.
@@ -140,7 +140,8 @@ class Progress {
     if (!force && s - last_ < 0.2) return;
     last_ = s;
     const double tps = s > 0 ? double(tokens) / s : 0;
-    const int width = 24, fill = total_ ? int(double(width) * double(done) / double(total_)) : width;
+    const int width = 24,
+              fill = total_ ? int(double(width) * double(done) / double(total_)) : width;
     std::string bar(size_t(fill), '#');
     bar.resize(size_t(width), ' ');
     char eta[32] = "--";
@@ -148,8 +149,8 @@ class Progress {
       const int left = int(s / double(done) * double(total_ - done));
       std::snprintf(eta, sizeof eta, "%dm%02ds", left / 60, left % 60);
     }
-    std::fprintf(stderr, "\r[%s] %zu/%zu  %.1f tok/s  ETA %s\x1b[K", bar.c_str(), done, total_,
-                 tps, eta);
+    std::fprintf(stderr, "\r[%s] %zu/%zu  %.1f tok/s  ETA %s\x1b[K", bar.c_str(), done, total_, tps,
+                 eta);
   }
   void end() {
     if (on_) std::fprintf(stderr, "\n");
@@ -167,10 +168,12 @@ class Progress {
 
 int run(Args& a) {
   install_signals();
-  if (a.batch_file.empty() || a.output.empty()) fail("give --batch-file IN.jsonl and --output OUT.jsonl");
+  if (a.batch_file.empty() || a.output.empty())
+    fail("give --batch-file IN.jsonl and --output OUT.jsonl");
   if (a.parallel < 1) fail("--parallel must be >= 1");
   if (a.defaults.n_predict < 0) fail("-n must be >= 0");
-  for (const std::string& s : a.logit_bias) a.defaults.sampling.logit_bias.push_back(parse_logit_bias(s));
+  for (const std::string& s : a.logit_bias)
+    a.defaults.sampling.logit_bias.push_back(parse_logit_bias(s));
   for (const std::string& s : a.defaults.stop)
     if (s.empty()) fail("--stop: a stop string is empty");
 
@@ -196,10 +199,10 @@ int run(Args& a) {
 
   // Every line is read first: the total is known, and malformed lines are reported at once.
   std::vector<Entry> entries;
-  std::vector<Request> requests;       // (entries.size()) the request of each entry to run
-  std::vector<size_t> to_run;          // entries that go to the scheduler
-  std::vector<size_t> errors;          // entries whose record is an error known now
-  std::map<std::string, int64_t> seen; // id.dump() -> line it was first given on
+  std::vector<Request> requests;        // (entries.size()) the request of each entry to run
+  std::vector<size_t> to_run;           // entries that go to the scheduler
+  std::vector<size_t> errors;           // entries whose record is an error known now
+  std::map<std::string, int64_t> seen;  // id.dump() -> line it was first given on
   size_t n_skipped = 0;
   std::string line;
   for (int64_t line_no = 1; std::getline(in, line); line_no++) {
@@ -256,7 +259,7 @@ int run(Args& a) {
   }
   if (to_run.empty()) {
     std::fprintf(stderr, "done: %zu records (%zu errors)\n", n_done, n_errors);
-    return 0;
+    return 0;  // every line has its record
   }
 
   BackendOptions bo;
@@ -300,14 +303,15 @@ int run(Args& a) {
 
   const double secs = progress.seconds();
   if (g_signal != 0) {
-    std::fprintf(stderr,
-                 "interrupted (%s): %zu of %zu done, %zu abandoned; rerun with --resume to finish\n",
-                 g_signal == SIGINT ? "SIGINT" : "SIGTERM", n_done, entries.size(), n_cancelled);
+    std::fprintf(
+        stderr, "interrupted (%s): %zu of %zu done, %zu abandoned; rerun with --resume to finish\n",
+        g_signal == SIGINT ? "SIGINT" : "SIGTERM", n_done, entries.size(), n_cancelled);
     return 128 + int(g_signal);
   }
-  std::fprintf(stderr, "done: %zu records (%zu errors), %llu tokens in %.2f s (%.1f tok/s), "
-               "largest decode batch %d\n", n_done, n_errors,
-               (unsigned long long)sched.n_generated(), secs,
+  std::fprintf(stderr,
+               "done: %zu records (%zu errors), %llu tokens in %.2f s (%.1f tok/s), "
+               "largest decode batch %d\n",
+               n_done, n_errors, (unsigned long long)sched.n_generated(), secs,
                secs > 0 ? double(sched.n_generated()) / secs : 0.0, sched.max_batch());
   return 0;
 }
@@ -326,8 +330,9 @@ int main(int argc, char** argv) {
   app.add_flag("--resume", a.resume, "continue OUT: skip requests that already have a record");
   app.add_option("--device", a.device, "cpu or cuda");
   app.add_option("-t,--threads", a.n_threads, "CPU threads (default: all cores)");
-  app.add_option("-b,--batch-size", a.batch_size,
-                 "prompt tokens prefilled per step at most (default 512; a longer prompt goes alone)");
+  app.add_option(
+      "-b,--batch-size", a.batch_size,
+      "prompt tokens prefilled per step at most (default 512; a longer prompt goes alone)");
   // Defaults for the keys a line leaves out.
   a.defaults.n_predict = 128;
   app.add_option("-n,--n-predict", a.defaults.n_predict, "tokens to generate (default 128)");
