@@ -594,7 +594,9 @@ TEST_CASE("mamba-batch: SIGTERM mid-run, then --resume") {
   const std::vector<json> partial = read_records(out);  // whole lines only
   CHECK(partial.size() >= 1);
   CHECK(partial.size() < kKillJobSize);
-  CHECK(slurp(kTmp / "kill.stderr").find("interrupted (SIGTERM)") != std::string::npos);
+  CHECK(slurp(kTmp / "kill.stderr")
+            .find("interrupted (SIGTERM): " + std::to_string(partial.size()) + " of " +
+                  std::to_string(kKillJobSize) + " records written") != std::string::npos);
   std::string err;
   resume_and_check(job, out, &err);
   CHECK(err.find("resume: " + std::to_string(partial.size()) + " of " +

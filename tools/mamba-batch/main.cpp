@@ -117,9 +117,12 @@ class Emitter {
     }
   }
 
+  size_t n_written() const { return n_written_; }
+
  private:
   void put(size_t i) {
     out_.write_line(e_[i].record);
+    n_written_++;
     e_[i].written = true;
     e_[i].record.clear();
     e_[i].record.shrink_to_fit();
@@ -127,7 +130,8 @@ class Emitter {
   Output& out_;
   std::vector<Entry>& e_;
   bool ordered_;
-  size_t next_ = 0;  // first entry not yet written (--ordered)
+  size_t next_ = 0;       // first entry not yet written (--ordered)
+  size_t n_written_ = 0;  // records written by this run
 };
 
 // done/total, tok/s, ETA on one terminal line.
@@ -304,8 +308,10 @@ int run(Args& a) {
   const double secs = progress.seconds();
   if (g_signal != 0) {
     std::fprintf(
-        stderr, "interrupted (%s): %zu of %zu done, %zu abandoned; rerun with --resume to finish\n",
-        g_signal == SIGINT ? "SIGINT" : "SIGTERM", n_done, entries.size(), n_cancelled);
+        stderr,
+        "interrupted (%s): %zu of %zu records written, %zu requests abandoned; rerun with "
+        "--resume to finish\n",
+        g_signal == SIGINT ? "SIGINT" : "SIGTERM", emit.n_written(), entries.size(), n_cancelled);
     return 128 + int(g_signal);
   }
   std::fprintf(stderr,
