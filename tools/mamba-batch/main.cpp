@@ -307,11 +307,11 @@ int run(Args& a) {
 
   const double secs = progress.seconds();
   if (g_signal != 0) {
-    std::fprintf(
-        stderr,
-        "interrupted (%s): %zu of %zu records written, %zu requests abandoned; rerun with "
-        "--resume to finish\n",
-        g_signal == SIGINT ? "SIGINT" : "SIGTERM", emit.n_written(), entries.size(), n_cancelled);
+    std::fprintf(stderr,
+                 "interrupted (%s): %zu of %zu records written, %zu requests abandoned; rerun with "
+                 "--resume to finish\n",
+                 g_signal == SIGINT ? "SIGINT" : "SIGTERM", emit.n_written(), entries.size(),
+                 n_cancelled);
     return 128 + int(g_signal);
   }
   std::fprintf(stderr,
