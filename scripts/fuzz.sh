@@ -4,6 +4,8 @@
 #
 # Usage: scripts/fuzz.sh SECONDS [target...]     targets: gguf safetensors hf_config tokenizer batch_line
 #   FUZZ_JOBS=N   run N targets at once (default 1)
+#   FUZZ_TIMEOUT=S  seconds one input may take before it counts as a hang (default 10; raise it
+#                 on a machine whose cores are shared, where a starved process trips 10 s)
 #
 # New inputs found go to build-fuzz/corpus/<target> (the committed seeds are not touched);
 # a crash, hang or sanitizer report leaves its input in build-fuzz/artifacts/<target>/ and
@@ -38,7 +40,7 @@ run_one() {
   # Sanitizer options make every report fatal, leaks included.
   local rc=0
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    "$B/fuzz/fuzz_$t" "$corpus" "tests/fuzz/corpus/$t" -max_total_time="$secs" -timeout=10 \
+    "$B/fuzz/fuzz_$t" "$corpus" "tests/fuzz/corpus/$t" -max_total_time="$secs" -timeout="${FUZZ_TIMEOUT:-10}" \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$art" >"$log" 2>&1 || rc=$?
   local execs rate units
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

@@ -355,8 +355,8 @@ TEST_CASE("batch invariance: every row of a batched decode equals the same step 
     }
     for (int n : {2, 8, 9, 17, 33, 64, 70}) {
       // Slots in a shuffled order, so a sequence sits at a different row than alone.
-      std::vector<int> slots(size_t(n));
-      std::vector<int32_t> ids(size_t(n));
+      std::vector<int> slots(static_cast<size_t>(n));
+      std::vector<int32_t> ids(static_cast<size_t>(n));
       for (int i = 0; i < n; i++) slots[size_t(i)] = (i * 37 + n) % kSeq;
       std::sort(slots.begin(), slots.end());
       slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
