@@ -553,15 +553,29 @@ const KillJob& kill_job() {
   return job;
 }
 
-// Starts the job, sends `sig` as soon as the output holds a first complete line, and returns
-// the exit status.
-int interrupt(const KillJob& job, const fs::path& out, int sig) {
-  fs::remove(out);
-  const Child c = spawn({kBatch, "-m", job.model, "--batch-file", job.in.string(), "--output",
-                         out.string(), "--parallel", "4", "-t", "1"},
-                        "kill");
+size_t count_lines(const fs::path& p) {
+  const std::string s = slurp(p);
+  return size_t(std::count(s.begin(), s.end(), '\n'));
+}
+
+// Starts the job (continuing `out` with --resume), sends `sig` as soon as the output holds
+// more than `lines` complete lines, and returns the exit status.
+int interrupt(const KillJob& job, const fs::path& out, int sig, bool resume, size_t lines) {
+  std::vector<std::string> args = {kBatch,
+                                   "-m",
+                                   job.model,
+                                   "--batch-file",
+                                   job.in.string(),
+                                   "--output",
+                                   out.string(),
+                                   "--parallel",
+                                   "4",
+                                   "-t",
+                                   "1"};
+  if (resume) args.push_back("--resume");
+  const Child c = spawn(args, "kill");
   const auto t0 = std::chrono::steady_clock::now();
-  while (slurp(out).find('\n') == std::string::npos) {
+  while (count_lines(out) <= lines) {
     REQUIRE(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60));
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
@@ -587,33 +601,36 @@ void resume_and_check(const KillJob& job, const fs::path& out, std::string* err)
 
 }  // namespace
 
-TEST_CASE("mamba-batch: SIGTERM mid-run, then --resume") {
+// One job, interrupted twice: SIGTERM, then a --resume run killed with SIGKILL, then a
+// --resume that completes it.
+TEST_CASE("mamba-batch: SIGTERM, --resume killed by SIGKILL, a cut last line, --resume") {
   const KillJob& job = kill_job();
-  const fs::path out = kTmp / "term.jsonl";
-  CHECK(interrupt(job, out, SIGTERM) == 128 + SIGTERM);
-  const std::vector<json> partial = read_records(out);  // whole lines only
-  CHECK(partial.size() >= 1);
-  CHECK(partial.size() < kKillJobSize);
+  const fs::path out = kTmp / "interrupted.jsonl";
+  fs::remove(out);
+  CHECK(interrupt(job, out, SIGTERM, false, 0) == 128 + SIGTERM);
+  const size_t n1 = read_records(out).size();  // whole lines only
+  CHECK(n1 >= 1);
+  CHECK(n1 < kKillJobSize);
   CHECK(slurp(kTmp / "kill.stderr")
-            .find("interrupted (SIGTERM): " + std::to_string(partial.size()) + " of " +
+            .find("interrupted (SIGTERM): " + std::to_string(n1) + " of " +
                   std::to_string(kKillJobSize) + " records written") != std::string::npos);
-  std::string err;
-  resume_and_check(job, out, &err);
-  CHECK(err.find("resume: " + std::to_string(partial.size()) + " of " +
-                 std::to_string(kKillJobSize) + " requests already done") != std::string::npos);
-}
 
-TEST_CASE("mamba-batch: SIGKILL mid-run and a cut last line, then --resume") {
-  const KillJob& job = kill_job();
-  const fs::path out = kTmp / "kill9.jsonl";
-  CHECK(interrupt(job, out, SIGKILL) == 128 + SIGKILL);
+  CHECK(interrupt(job, out, SIGKILL, true, n1) == 128 + SIGKILL);
+  CHECK(slurp(kTmp / "kill.stderr")
+            .find("resume: " + std::to_string(n1) + " of " + std::to_string(kKillJobSize) +
+                  " requests already done") != std::string::npos);
+  const size_t n2 = count_lines(out);
+  CHECK(n2 > n1);
+  CHECK(n2 < kKillJobSize);
   // Whatever the kill left, a last line cut short (as a kill during a write leaves it) is
-  // removed by --resume.
-  std::string s = slurp(out);
-  if (!s.empty() && s.back() == '\n') {
+  // removed by the next --resume.
+  const std::string s = slurp(out);
+  if (!s.empty() && s.back() == '\n')
     std::ofstream(out, std::ios::binary | std::ios::app) << R"({"id":"k99","text":"","ids":[12,)";
-  }
+
   std::string err;
   resume_and_check(job, out, &err);
   CHECK(err.find("removed an unfinished last line") != std::string::npos);
+  CHECK(err.find("resume: " + std::to_string(n2) + " of " + std::to_string(kKillJobSize) +
+                 " requests already done") != std::string::npos);
 }
