@@ -20,9 +20,12 @@ struct Scheduler::Seq {
   Sampler sampler;                      // its own seed stream and penalty history
   std::unique_ptr<StreamDecoder> text;  // ids -> UTF-8-safe pieces; null without a tokenizer
   StopMatcher stop;                     // stop strings over the streamed text
-  std::vector<float> last;              // (n_vocab) logits for the next pick
-  double decode_start_ms = 0;           // when its prefill ended
-  Result r;                             // filled as it goes
+  // (n_vocab) logits for the next pick: a row of the last Backend::decode_view (valid until
+  // the next backend call, so every pick happens before one), or `own`.
+  std::span<const float> last;
+  std::vector<float> own;      // (n_vocab) its prefill's logits, or a row it had to change
+  double decode_start_ms = 0;  // when its prefill ended
+  Result r;                    // filled as it goes
 
   Seq(const SamplerParams& p, int32_t n_vocab, std::vector<std::string> stops)
       : sampler(p, n_vocab), stop(std::move(stops)) {}
@@ -106,8 +109,9 @@ std::unique_ptr<Scheduler::Seq> Scheduler::start(Waiting&& w, int slot, const Re
   be_.reset_slot(slot);
   s->sampler.accept(prompt);
   const double t0 = now_ms();
-  be_.prefill(slot, prompt, /*all_logits=*/false, s->last);
-  s->last.resize(size_t(n_vocab_));
+  be_.prefill(slot, prompt, /*all_logits=*/false, s->own);
+  s->own.resize(size_t(n_vocab_));
+  s->last = s->own;
   s->decode_start_ms = now_ms();
   s->r.prefill_ms = s->decode_start_ms - t0;
   return s;
@@ -147,6 +151,8 @@ void Scheduler::admit(const ResultFn& on_result) {
     std::unique_ptr<Seq> s = start(std::move(taken), slot, on_result);
     if (!s) continue;  // reported as an error; the slot stays free
     used += s->r.n_prompt;
+    if (pick(*s, on_result)) continue;  // done already (n_predict <= 1, EOS): slot stays free
+    feed(*s);
     *free_slot = std::move(s);
   }
 }
@@ -165,8 +171,11 @@ bool Scheduler::pick(Seq& s, const ResultFn& on_result) {
     finish(s, "length", on_result);
     return true;
   }
-  if (s.ignore_eos && o_.eos_id >= 0)
-    s.last[size_t(o_.eos_id)] = -std::numeric_limits<float>::infinity();
+  if (s.ignore_eos && o_.eos_id >= 0) {
+    if (s.last.data() != s.own.data()) s.own.assign(s.last.begin(), s.last.end());
+    s.own[size_t(o_.eos_id)] = -std::numeric_limits<float>::infinity();
+    s.last = s.own;
+  }
   const int32_t id = s.sampler.sample(s.last);
   s.sampler.accept(id);
   s.r.ids.push_back(id);
@@ -211,42 +220,47 @@ void Scheduler::cancel_all(const ResultFn& on_result) {
   }
 }
 
+void Scheduler::feed(Seq& s) {
+  batch_slots_.push_back(s.slot);
+  batch_tokens_.push_back(s.r.ids.back());
+  batch_seqs_.push_back(&s);
+}
+
 bool Scheduler::step(const ResultFn& on_result) {
   const auto cancelled = [&] { return o_.cancel && o_.cancel->load(); };
   if (cancelled()) {
     cancel_all(on_result);
     return false;
   }
-  admit(on_result);
-  if (cancelled()) {
-    cancel_all(on_result);
-    return false;
-  }
-
-  // Pick every running sequence's next token; the finished ones leave now.
   batch_slots_.clear();
   batch_tokens_.clear();
-  std::vector<Seq*> fed;
+  batch_seqs_.clear();
+
+  // Pick every running sequence's next token first: their logits are a view of the backend's
+  // memory that the prefills below may overwrite. The finished ones leave now, and their
+  // slots take new requests at once.
   for (auto& s : slots_) {
     if (!s) continue;
     if (pick(*s, on_result)) {
       s.reset();
       continue;
     }
-    batch_slots_.push_back(s->slot);
-    batch_tokens_.push_back(s->r.ids.back());
-    fed.push_back(s.get());
+    feed(*s);
+  }
+  // Admit and prefill new requests; each picks its first token from its prefill's logits.
+  admit(on_result);
+  if (cancelled()) {
+    cancel_all(on_result);
+    return false;
   }
 
-  // One batched recurrent step for all the others.
-  if (!fed.empty()) {
-    be_.decode(batch_slots_, batch_tokens_, batch_logits_);
+  // One batched recurrent step for every sequence that goes on.
+  if (!batch_seqs_.empty()) {
+    const std::span<const float> logits = be_.decode_view(batch_slots_, batch_tokens_);
     n_decode_calls_++;
-    max_batch_ = std::max(max_batch_, int(fed.size()));
+    max_batch_ = std::max(max_batch_, int(batch_seqs_.size()));
     const size_t V = size_t(n_vocab_);
-    for (size_t i = 0; i < fed.size(); i++)
-      fed[i]->last.assign(batch_logits_.begin() + std::ptrdiff_t(i * V),
-                          batch_logits_.begin() + std::ptrdiff_t((i + 1) * V));
+    for (size_t i = 0; i < batch_seqs_.size(); i++) batch_seqs_[i]->last = logits.subspan(i * V, V);
   }
   return !waiting_.empty() || n_running() > 0;
 }

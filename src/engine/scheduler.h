@@ -2,14 +2,16 @@
 //
 // Each running sequence owns one of the backend's state slots. Every iteration of the loop
 //
-//   1. admits waiting requests (first come, first served) into free slots and prefills their
-//      prompts, until the iteration's prompt-token budget is used up (at least one prompt is
-//      admitted when a slot is free, however long it is: a prompt is never split, so its
-//      prefill is the same single Backend::prefill call that generate() makes);
-//   2. picks the next token of every running sequence with that sequence's own Sampler;
+//   1. picks the next token of every running sequence with that sequence's own Sampler;
 //      sequences that are now finished (n_predict reached, EOS, a stop string) leave at once
-//      and free their slot for the next iteration's admissions;
-//   3. feeds the picked tokens of all the others back in ONE batched Backend::decode call.
+//      and free their slot;
+//   2. admits waiting requests (first come, first served) into free slots, prefills their
+//      prompts and picks their first token, until the iteration's prompt-token budget is used
+//      up (at least one prompt is admitted when a slot is free, however long it is: a prompt
+//      is never split, so its prefill is the same single Backend::prefill call that
+//      generate() makes);
+//   3. feeds the picked tokens of all the sequences that go on back in ONE batched
+//      Backend::decode_view call.
 //
 // A request run here produces exactly what generate() produces for the same prompt and
 // options: the same ids, the same text and the same finish reason. That rests on three
@@ -25,6 +27,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -119,6 +122,7 @@ class Scheduler {
   std::unique_ptr<Seq> start(Waiting&& w, int slot, const ResultFn& on_result);
   // Picks the next token of s; returns true when s is finished (and has been reported).
   bool pick(Seq& s, const ResultFn& on_result);
+  void feed(Seq& s);  // adds s and its last id to this step's decode batch
   void finish(Seq& s, const std::string& reason, const ResultFn& on_result);
   void cancel_all(const ResultFn& on_result);
   double now_ms() const;
@@ -134,7 +138,7 @@ class Scheduler {
   // Scratch of the batched decode step.
   std::vector<int> batch_slots_;       // (n) slots fed this step
   std::vector<int32_t> batch_tokens_;  // (n) their tokens
-  std::vector<float> batch_logits_;    // (n, n_vocab) what decode returns
+  std::vector<Seq*> batch_seqs_;       // (n) their sequences
   int64_t t0_ns_;                      // clock origin
 };
 
