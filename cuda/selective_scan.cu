@@ -123,12 +123,17 @@ __global__ void __launch_bounds__(kThreads)
   for (int n = tid; n < N; n += kThreads) st[n] = carry[par][n];
 }
 
-// Thread (row, channel): one step of the recurrence for all d_state entries.
-__global__ void selective_scan_step_kernel(SelectiveScanParams p,
-                                           const int32_t* __restrict__ slots) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+// A group of L lanes (L = d_state rounded up to a power of two, at most 32) per (row, channel):
+// lane j owns state entries j, j + L, ..., so a warp's state loads and stores are contiguous
+// (the state is (d_inner, d_state) row-major), and the C-weighted sum is a fixed butterfly
+// over the group. Every row is computed alone, whatever else is in the batch.
+__global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t* __restrict__ slots,
+                                           int L) {
+  const int g = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / L);  // channel
+  const int j = int(threadIdx.x) % L;
   const int row = blockIdx.y;
-  if (c >= p.d_inner) return;
+  const bool valid = g < p.d_inner;  // whole groups are valid or not; all lanes shuffle
+  const int c = valid ? g : 0;
   const int N = p.d_state;
   float* st = p.state.base + int64_t(slots[row]) * p.state.slot_stride + int64_t(c) * N;
   const float* A = p.A + int64_t(c) * N;
@@ -138,13 +143,14 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p,
   const float dt = softplus(p.dt[int64_t(row) * p.d_inner + c] + p.dt_bias[c]);
   const float dtx = dt * x;
   float acc = 0.0f;
-  for (int n = 0; n < N; n++) {
+  for (int n = j; n < N; n += L) {
     const float s = expf(dt * A[n]) * st[n] + dtx * B[n];
-    st[n] = s;
+    if (valid) st[n] = s;
     acc += s * C[n];
   }
-  p.y[int64_t(row) * p.d_inner + c] =
-      (acc + p.D[c] * x) * silu(p.z[int64_t(row) * p.ldz + c]);
+  for (int o = L / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (valid && j == 0)
+    p.y[int64_t(row) * p.d_inner + c] = (acc + p.D[c] * x) * silu(p.z[int64_t(row) * p.ldz + c]);
 }
 
 void check(const SelectiveScanParams& p, const char* op) {
@@ -179,8 +185,11 @@ void selective_scan_step(const SelectiveScanParams& p, int n, const int32_t* slo
   require(slots && n >= 0 && n <= 65535, "selective_scan_step", "bad slots or row count");
   if (n == 0) return;
   const int threads = 128;
-  selective_scan_step_kernel<<<dim3(unsigned(ceil_div(p.d_inner, threads)), unsigned(n)),
-                               threads, 0, stream>>>(p, slots);
+  int L = 1;
+  while (L < p.d_state && L < 32) L *= 2;
+  selective_scan_step_kernel<<<dim3(unsigned(ceil_div(int64_t(p.d_inner) * L, threads)),
+                                    unsigned(n)),
+                               threads, 0, stream>>>(p, slots, L);
   CUDA_CHECK(cudaGetLastError());
 }
 
