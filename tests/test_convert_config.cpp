@@ -96,6 +96,16 @@ TEST_CASE("hf_config: unsupported or contradictory configs are refused by name")
   err(R"({"d_model": 64, "n_layer": 2, "ssm_cfg": {"layer": "Mamba3"}})", "layer 'Mamba3'");
   err(R"({"d_model": 64, "n_layer": 2, "ssm_cfg": {"layer": "Mamba2", "headdim": 48}})",
       "not a multiple of headdim");
+  // Sizes beyond 2^31 - 1 are refused before any product of them can overflow (found by
+  // fuzz_hf_config: num_heads x head_dim overflowed int64).
+  err(R"({"model_type": "mamba2", "hidden_size": 16, "num_hidden_layers": 2,
+          "num_heads": 222222222222222216})",
+      "'num_heads' = 222222222222222216 is out of range (at most 2147483647)");
+  err(R"({"model_type": "mamba", "hidden_size": 9223372036854775807, "num_hidden_layers": 2})",
+      "'hidden_size' = 9223372036854775807 is out of range");
+  err(R"({"model_type": "mamba", "hidden_size": 2147483647, "num_hidden_layers": 2,
+          "expand": 1000})",
+      "'expand' x hidden size = ");
 }
 
 TEST_CASE("hf_config: more fields: architectures lists, dt limits, explicit ranks") {

@@ -74,8 +74,14 @@ struct Fields {
   }
 };
 
+// Every size in a config is positive, and no real one comes near 2^31: the bound keeps the
+// products computed from them (heads x head_dim, expand x hidden_size, tensor shapes) far
+// from overflow.
+constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
+
 int64_t positive(const Fields& f, const char* key, int64_t v) {
   if (v <= 0) fail(f.where, ": '", key, "' must be positive, got ", v);
+  if (v > kMaxDim) fail(f.where, ": '", key, "' = ", v, " is out of range (at most ", kMaxDim, ")");
   return v;
 }
 
@@ -83,7 +89,10 @@ int64_t positive(const Fields& f, const char* key, int64_t v) {
 int64_t expanded(const Fields& f, const char* key, double expand, int64_t d_model) {
   if (!(expand > 0) || !std::isfinite(expand) || expand > 1024)
     fail(f.where, ": '", key, "' = ", expand, " is out of range");
-  return int64_t(expand * double(d_model));
+  const double d_inner = expand * double(d_model);
+  if (!(d_inner >= 1) || d_inner > double(kMaxDim))
+    fail(f.where, ": '", key, "' x hidden size = ", d_inner, " is out of range");
+  return int64_t(d_inner);
 }
 
 // time_step_rank / dt_rank: an integer or "auto" (= ceil(d_model / 16)).
