@@ -28,6 +28,7 @@
 
 #include "backend/backend.h"
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "engine/batch_request.h"
 #include "engine/scheduler.h"
 #include "model/model.h"
@@ -355,18 +356,5 @@ int main(int argc, char** argv) {
   app.add_option("--logit-bias", a.logit_bias, "ID+BIAS or ID-BIAS (repeatable)");
   app.add_option("--stop", a.defaults.stop, "stop string (repeatable)");
   app.add_flag("--ignore-eos", a.defaults.ignore_eos, "never stop at the end-of-sequence token");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-  try {
-    return run(a);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  return tool_main(app, argc, argv, [&] { return run(a); });
 }

@@ -20,6 +20,7 @@
 #include "bench/report.h"
 #include "bench/svg_plot.h"
 #include "common/error.h"
+#include "common/tool_main.h"
 
 using namespace mamba;
 
@@ -44,16 +45,7 @@ int main(int argc, char** argv) {
   app.add_option("--plot", plot, "also draw tg t/s against batch size and depth into this SVG");
   app.add_option("--seed", o.seed, "seed of the random token ids");
   app.add_option("--copy-mib", copy_mib, "buffer size of the CPU copy-bandwidth probe (MiB)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-
-  try {
+  return tool_main(app, argc, argv, [&] {
     if (!pp.empty()) o.n_prompt = bench::parse_int_list(pp, "-p", 0);
     if (!tg.empty()) o.n_gen = bench::parse_int_list(tg, "-n", 0);
     if (!batch.empty()) o.n_batch = bench::parse_int_list(batch, "-b", 1);
@@ -81,9 +73,6 @@ int main(int argc, char** argv) {
       bench::write_plot(results, plot);
       std::fprintf(stderr, "plot: %s\n", plot.c_str());
     }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -16,6 +16,7 @@
 
 #include "backend/backend.h"
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "engine/perplexity.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -125,18 +126,5 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", a.n_threads, "CPU threads (default: all cores)");
   app.add_option("--device", a.device, "cpu or cuda");
   app.add_flag("--json", a.json, "print one JSON object with the result");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-  try {
-    return run(a);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  return tool_main(app, argc, argv, [&] { return run(a); });
 }

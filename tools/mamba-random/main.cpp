@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "model/random_model.h"
 
 using namespace mamba;
@@ -43,15 +44,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "random seed");
   app.add_option("--eos", o.eos_id, "tokenizer.ggml.eos_token_id to write (-1: none)");
   app.add_option("-o,--output", out, "output GGUF file")->required();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-  try {
+  return tool_main(app, argc, argv, [&] {
     if (arch == "mamba") {
       o.arch = Arch::Mamba1;
     } else if (arch == "falcon-mamba") {
@@ -67,9 +60,6 @@ int main(int argc, char** argv) {
     o.tied = !untied;
     o.conv_bias = !no_conv_bias;
     write_random_model(o, out);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }
