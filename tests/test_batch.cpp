@@ -89,9 +89,11 @@ GenerateResult reference(const Model& m, const Request& q, int32_t eos,
   return generate(*be, 0, prompt, s, go);
 }
 
-// Runs every request through a Scheduler; results by key.
+// Runs every request through a Scheduler; results by key (and the keys in the order they were
+// reported).
 std::map<uint64_t, Result> schedule(const Model& m, const std::vector<Request>& reqs,
-                                    SchedulerOptions so, int* max_batch = nullptr) {
+                                    SchedulerOptions so, int* max_batch = nullptr,
+                                    std::vector<uint64_t>* order = nullptr) {
   BackendOptions bo;
   bo.n_threads = 2;
   bo.n_slots = so.n_parallel;
@@ -101,6 +103,7 @@ std::map<uint64_t, Result> schedule(const Model& m, const std::vector<Request>& 
   std::map<uint64_t, Result> out;
   sched.run([&](Result&& r) {
     CHECK(out.count(r.key) == 0);  // each request is reported once
+    if (order) order->push_back(r.key);
     out[r.key] = std::move(r);
   });
   CHECK(sched.n_running() == 0);
@@ -295,6 +298,127 @@ TEST_CASE("scheduler: the bundled model's text and stop strings equal generate()
     n_stop += g.finish_reason == "stop";
   }
   CHECK(n_stop >= 2);  // the stop strings did end some of them
+}
+
+TEST_CASE("scheduler: picks on several threads equal picks on one, results in the same order") {
+  // Mixed requests: greedy, sampled with every stage, penalties, EOS boosted, ignore_eos
+  // (also against a +inf bias on EOS); each run must equal the serial one and generate().
+  const auto model = Model::load(write_model("picks.gguf", small(Arch::Mamba2, 9)));
+  const int32_t V = int32_t(model->config().n_vocab);
+  const int32_t eos = 17;
+  std::vector<Request> reqs;
+  for (int i = 0; i < 24; i++) {
+    Request q;
+    q.key = uint64_t(i);
+    q.has_prompt_ids = true;
+    q.prompt_ids = prompt_of(1 + (i * 13) % 20, i, V);
+    q.n_predict = 5 + (i * 11) % 30;
+    SamplerParams& sp = q.sampling;
+    sp.seed = uint64_t(300 + i);
+    if (i % 4 == 1) {
+      sp.temp = 0.8f;
+      sp.top_p = 0.9f;
+    } else if (i % 4 == 2) {
+      sp.temp = 1.2f;
+      sp.top_k = 0;
+      sp.min_p = 0.1f;
+      sp.typical_p = i % 8 == 2 ? 0.9f : 1.0f;
+    } else if (i % 4 == 3) {
+      sp.temp = 0.7f;
+      sp.top_k = 5;
+      sp.repeat_penalty = 1.3f;
+      sp.presence_penalty = 0.3f;
+      sp.frequency_penalty = 0.2f;
+      sp.repeat_last_n = 16;
+    }
+    if (i % 5 == 1) sp.logit_bias = {{eos, 8.0f}};  // EOS soon, unless ignored
+    q.ignore_eos = i % 3 == 0;
+    if (i == 9) sp.logit_bias = {{eos, INFINITY}};  // ignore_eos still wins
+    reqs.push_back(q);
+  }
+  SchedulerOptions so;
+  so.n_parallel = 8;
+  so.prefill_budget = 32;
+  so.eos_id = eos;
+  std::vector<uint64_t> serial_order;
+  so.n_pick_threads = 1;
+  const auto serial = schedule(*model, reqs, so, nullptr, &serial_order);
+  REQUIRE(serial.size() == reqs.size());
+  int n_eos = 0;
+  for (const Request& r : reqs) {
+    INFO("request ", r.key);
+    const Result& g = serial.at(r.key);
+    const GenerateResult ref = reference(*model, r, eos);
+    CHECK(g.ids == ref.ids);
+    CHECK(g.finish_reason == ref.finish_reason);
+    if (r.ignore_eos) {
+      CHECK(g.finish_reason == "length");
+      CHECK(g.ids.size() == size_t(r.n_predict));
+      CHECK(std::count(g.ids.begin(), g.ids.end(), eos) == 0);
+    }
+    n_eos += g.finish_reason == "eos";
+  }
+  CHECK(n_eos >= 2);
+  for (const int threads : {2, 3, 8, 0}) {
+    INFO("pick threads ", threads);
+    so.n_pick_threads = threads;
+    std::vector<uint64_t> order;
+    const auto got = schedule(*model, reqs, so, nullptr, &order);
+    CHECK(order == serial_order);
+    REQUIRE(got.size() == reqs.size());
+    for (const Request& r : reqs) {
+      INFO("request ", r.key);
+      CHECK(got.at(r.key).ids == serial.at(r.key).ids);
+      CHECK(got.at(r.key).finish_reason == serial.at(r.key).finish_reason);
+    }
+  }
+
+  // Text and stop strings with the bundled model's tokenizer.
+  const auto demo = Model::load(MAMBA_DEFAULT_MODEL);
+  const auto tok = tokenizer_from_gguf(demo->gguf());
+  REQUIRE(tok != nullptr);
+  const char* prompts[] = {"def main():", "class Node:", "import sys\n", "x = [",
+                           "# tests\n",  "while True:", "return ",     "if x:"};
+  std::vector<Request> text_reqs;
+  for (int i = 0; i < 8; i++) {
+    Request q;
+    q.key = uint64_t(i);
+    q.prompt = prompts[i];
+    q.n_predict = 20;
+    q.stop = {"\n\n", "):"};
+    if (i % 2 == 1) {
+      q.sampling.temp = 0.9f;
+      q.sampling.repeat_penalty = 1.1f;
+      q.sampling.seed = uint64_t(40 + i);
+    }
+    q.ignore_eos = i % 3 == 0;
+    text_reqs.push_back(q);
+  }
+  SchedulerOptions to;
+  to.n_parallel = 4;
+  to.prefill_budget = 8;
+  to.eos_id = demo->eos_id;
+  to.tokenizer = tok.get();
+  std::map<uint64_t, Result> runs[2];
+  std::vector<uint64_t> orders[2];
+  for (const int threads : {1, 4}) {
+    to.n_pick_threads = threads;
+    runs[threads > 1] = schedule(*demo, text_reqs, to, nullptr, &orders[threads > 1]);
+  }
+  CHECK(orders[0] == orders[1]);
+  int n_stop = 0;
+  for (const Request& r : text_reqs) {
+    INFO("prompt ", r.prompt);
+    const GenerateResult ref = reference(*demo, r, demo->eos_id, tok.get());
+    for (const auto& run : runs) {
+      const Result& g = run.at(r.key);
+      CHECK(g.ids == ref.ids);
+      CHECK(g.text == ref.text);
+      CHECK(g.finish_reason == ref.finish_reason);
+    }
+    n_stop += runs[1].at(r.key).finish_reason == "stop";
+  }
+  CHECK(n_stop >= 2);
 }
 
 TEST_CASE("scheduler: bad requests are errors, the others run; cancel abandons the rest") {

@@ -1,11 +1,16 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <numeric>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include "common/error.h"
 
@@ -335,25 +340,35 @@ void Sampler::reset() {
   rng_.seed(p_.seed);
 }
 
-int32_t Sampler::sample(std::span<const float> logits) {
+int32_t Sampler::sample(std::span<const float> logits, int32_t banned) {
   const size_t V = size_t(n_vocab_);
   if (logits.size() < V)
     fail("sampler: got ", std::to_string(logits.size()), " logits for a vocabulary of ",
          std::to_string(n_vocab_));
+  if (banned >= n_vocab_)
+    fail("sampler: banned id ", std::to_string(banned), " is outside the vocabulary [0, ",
+         std::to_string(n_vocab_), ")");
+  if (banned < 0) banned = -1;
+  logits = logits.first(V);
   // The penalty window: the last repeat_last_n accepted ids (all of them for -1).
   std::span<const int32_t> window(history_);
   if (p_.repeat_last_n >= 0 && window.size() > size_t(p_.repeat_last_n))
     window = window.last(size_t(p_.repeat_last_n));
-  if (p_.temp == 0.0f) return greedy(logits.first(V), window);
-  cand_.resize(V);
-  for (size_t i = 0; i < V; i++) {
-    const float l = logits[i];
-    cand_[i] = {int32_t(i), std::isnan(l) ? -kInf : l, 0.0f};  // a NaN logit is never picked
+  if (p_.temp == 0.0f) return greedy(logits, window, banned);
+  const bool direct =
+      p_.top_k > 0 && size_t(p_.top_k) < V && top_k_from_row(logits, window, banned);
+  if (!direct) {
+    cand_.resize(V);
+    for (size_t i = 0; i < V; i++) {
+      const float l = logits[i];
+      cand_[i] = {int32_t(i), std::isnan(l) ? -kInf : l, 0.0f};  // a NaN logit is never picked
+    }
+    if (banned >= 0) cand_[size_t(banned)].logit = -kInf;
+    sampling::logit_bias(cand_, p_.logit_bias);
+    sampling::penalties(cand_, window, p_.repeat_penalty, p_.presence_penalty,
+                        p_.frequency_penalty);
+    sampling::top_k(cand_, p_.top_k);
   }
-  sampling::logit_bias(cand_, p_.logit_bias);
-  sampling::penalties(cand_, window, p_.repeat_penalty, p_.presence_penalty,
-                      p_.frequency_penalty);
-  sampling::top_k(cand_, p_.top_k);
   sampling::typical(cand_, p_.typical_p);
   sampling::top_p(cand_, p_.top_p);
   sampling::min_p(cand_, p_.min_p);
@@ -361,14 +376,73 @@ int32_t Sampler::sample(std::span<const float> logits) {
   return sampling::draw(cand_, rng_);
 }
 
-// Greedy without building the candidate list: the biases and penalties change only the ids
-// they name, so those few get their adjusted logits through the same stage functions, and one
-// pass over the raw row finds the best of the rest. The result is the same as the full chain's
-// (the largest adjusted logit, the lowest id on ties, NaN never chosen); a batch of sequences
-// picks its tokens every step, so this pass is what the host spends per sequence.
-int32_t Sampler::greedy(std::span<const float> logits, std::span<const int32_t> window) {
+namespace {
+
+// fn(begin, end) for each run of ids in [0, V) between the touched ones (sorted by id, unique,
+// inside [0, V)), in id order.
+template <typename Fn>
+void for_untouched(size_t V, std::span<const TokenCandidate> touched, Fn fn) {
+  size_t from = 0;
+  for (const TokenCandidate& t : touched) {
+    if (size_t(t.id) > from) fn(from, size_t(t.id));
+    from = size_t(t.id) + 1;
+  }
+  if (from < V) fn(from, V);
+}
+
+// Bit j set where x[j] > t, over x[0, kBlock) (a NaN never is): vector compares where the CPU
+// has them. The scans below pass over most blocks of a row on this test alone and visit only
+// the set bits of the others.
+constexpr size_t kBlock = 64;
+uint64_t above_mask(const float* x, float t) {
+  uint64_t mask = 0;
+#if defined(__AVX__)
+  const __m256 vt = _mm256_set1_ps(t);
+  for (size_t i = 0; i < kBlock; i += 8)
+    mask |= uint64_t(uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), vt,
+                                                                _CMP_GT_OQ))))
+            << i;
+#else
+  for (size_t i = 0; i < kBlock; i++) mask |= uint64_t(x[i] > t) << i;
+#endif
+  return mask;
+}
+
+// Calls fn(i) in increasing order for every i in [begin, end) with x[i] > bound(), where
+// bound() may only grow as fn runs: the same calls as testing every i in turn, since an x[i]
+// not above an earlier bound is not above a later one.
+template <typename Bound, typename Fn>
+void for_each_above(const float* x, size_t begin, size_t end, Bound bound, Fn fn) {
+  size_t i = begin;
+  for (; i + kBlock <= end; i += kBlock) {
+    for (uint64_t m = above_mask(x + i, bound()); m != 0; m &= m - 1) {
+      const size_t at = i + size_t(std::countr_zero(m));
+      if (x[at] > bound()) fn(at);
+    }
+  }
+  for (; i < end; i++)
+    if (x[i] > bound()) fn(i);
+}
+
+// Over x[begin, end), in order: a value strictly larger than best_logit becomes the best (so
+// ties keep the lowest index; NaN never wins).
+void argmax_run(const float* x, size_t begin, size_t end, float& best_logit, size_t& best) {
+  for_each_above(x, begin, end, [&] { return best_logit; }, [&](size_t i) {
+    best_logit = x[i];
+    best = i;
+  });
+}
+
+}  // namespace
+
+// The ids whose logits the biases, the penalties and the ban change, with those adjusted
+// logits, into touched_ (sorted by id). They go through the same stage functions as in the
+// full chain, so each gets the same value it would get there.
+void Sampler::adjust_touched(std::span<const float> logits, std::span<const int32_t> window,
+                             int32_t banned) {
   const size_t V = logits.size();
   touched_.clear();
+  if (banned >= 0) touched_.push_back({banned, 0.0f, 0.0f});
   for (const auto& [id, b] : p_.logit_bias) touched_.push_back({id, 0.0f, 0.0f});
   const bool penalise = p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f ||
                         p_.frequency_penalty != 0.0f;
@@ -383,28 +457,29 @@ int32_t Sampler::greedy(std::span<const float> logits, std::span<const int32_t> 
                  touched_.end());
   std::erase_if(touched_, [&](const TokenCandidate& t) { return t.id < 0 || size_t(t.id) >= V; });
   for (TokenCandidate& t : touched_) {
-    const float l = logits[size_t(t.id)];
+    const float l = t.id == banned ? -kInf : logits[size_t(t.id)];
     t.logit = std::isnan(l) ? -kInf : l;
   }
   sampling::logit_bias(touched_, p_.logit_bias);
   if (penalise)
     sampling::penalties(touched_, window, p_.repeat_penalty, p_.presence_penalty,
                         p_.frequency_penalty);
+}
+
+// Greedy without building the candidate list: the touched ids get their adjusted logits, and
+// one pass over the raw row finds the best of the rest. The result is the same as the full
+// chain's (the largest adjusted logit, the lowest id on ties, NaN never chosen); a batch of
+// sequences picks its tokens every step, so this pass is what the host spends per sequence.
+int32_t Sampler::greedy(std::span<const float> logits, std::span<const int32_t> window,
+                        int32_t banned) {
+  adjust_touched(logits, window, banned);
   // The untouched ids: index 0 starts as the best (as in the full scan, where an all -inf
   // row gives 0), then strictly larger logits win, so ties keep the lowest id.
-  size_t next = 0;  // the next touched id, in id order
   size_t best = 0;
   float best_logit = -kInf;
-  for (size_t i = 0; i < V; i++) {
-    if (next < touched_.size() && size_t(touched_[next].id) == i) {
-      next++;
-      continue;
-    }
-    if (logits[i] > best_logit) {
-      best_logit = logits[i];
-      best = i;
-    }
-  }
+  for_untouched(logits.size(), touched_, [&](size_t begin, size_t end) {
+    argmax_run(logits.data(), begin, end, best_logit, best);
+  });
   for (const TokenCandidate& t : touched_) {
     if (t.logit > best_logit || (t.logit == best_logit && size_t(t.id) < best)) {
       best_logit = t.logit;
@@ -412,6 +487,62 @@ int32_t Sampler::greedy(std::span<const float> logits, std::span<const int32_t> 
     }
   }
   return int32_t(best);
+}
+
+// Bias, penalties and top_k (0 < k < n_vocab) straight from the row into cand_, without the
+// n_vocab candidate list: the touched ids are adjusted apart, and one pass over the raw row
+// keeps the k best of the rest in a heap, as sampling::top_k does. With no NaN among the
+// adjusted logits the order is total, so the k kept and their sorted order are exactly the
+// full chain's. A NaN (a penalty of inf - inf) breaks that; then this returns false and the
+// caller runs the full chain.
+bool Sampler::top_k_from_row(std::span<const float> logits, std::span<const int32_t> window,
+                             int32_t banned) {
+  adjust_touched(logits, window, banned);
+  for (const TokenCandidate& t : touched_)
+    if (std::isnan(t.logit)) return false;
+  const size_t k = size_t(p_.top_k);
+  cand_.clear();
+  // The heap of the k best so far in cand_, its worst on top; worst = cand_[0].logit once full.
+  float worst = -kInf;
+  const auto better = [](const TokenCandidate& a, const TokenCandidate& b) {
+    return by_logit_desc(a, b);  // a lambda, so the heap operations inline it
+  };
+  const auto offer = [&](const TokenCandidate& t) {
+    if (cand_.size() < k) {
+      cand_.push_back(t);
+      if (cand_.size() == k) {
+        std::make_heap(cand_.begin(), cand_.end(), better);
+        worst = cand_[0].logit;
+      }
+      return;
+    }
+    if (!better(t, cand_[0])) return;
+    // t replaces the worst: one sift down from the top (a std::pop_heap and push_heap pair
+    // would sift twice). The heap's layout differs from theirs, the set it holds does not.
+    size_t i = 0;
+    for (size_t c = 1; c < k; c = 2 * i + 1) {
+      if (c + 1 < k && better(cand_[c], cand_[c + 1])) c++;  // the worse child
+      if (!better(t, cand_[c])) break;
+      cand_[i] = cand_[c];
+      i = c;
+    }
+    cand_[i] = t;
+    worst = cand_[0].logit;
+  };
+  const float* x = logits.data();
+  const auto at = [&](size_t i) {
+    return TokenCandidate{int32_t(i), std::isnan(x[i]) ? -kInf : x[i], 0.0f};
+  };
+  for_untouched(logits.size(), touched_, [&](size_t begin, size_t end) {
+    size_t i = begin;
+    for (; i < end && cand_.size() < k; i++) offer(at(i));
+    // The heap holds only ids scanned before i (the touched ones come last), so id i beats
+    // its worst exactly when its logit is larger (a NaN, read as -inf, never is).
+    for_each_above(x, i, end, [&] { return worst; }, [&](size_t j) { offer(at(j)); });
+  });
+  for (const TokenCandidate& t : touched_) offer(t);
+  sort_desc(cand_);
+  return true;
 }
 
 }  // namespace mamba

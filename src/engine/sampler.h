@@ -8,6 +8,10 @@
 // what is left. Each sequence owns one Sampler: its own random stream (seeded from
 // SamplerParams::seed) and its own penalty history, so a sequence samples the same tokens
 // whatever else runs beside it.
+//
+// A batch samples every sequence every step, so greedy and top_k (the default, 40) do not build
+// the n_vocab candidate list: the few ids the biases and penalties change are adjusted apart
+// and one vectorised pass over the raw row does the rest, with exactly the full chain's result.
 #pragma once
 
 #include <cstdint>
@@ -78,7 +82,9 @@ class Sampler {
   // Runs the chain over one row of logits (at least n_vocab values; extra padded columns are
   // ignored) and returns the chosen id. Does not record it: call accept() for that. A NaN
   // logit counts as -inf; when every logit is -inf the lowest id is returned.
-  int32_t sample(std::span<const float> logits);
+  // `banned` (-1: none) is an id whose logit counts as -inf before any stage, exactly as if
+  // the row held -inf there (ignore_eos), so a caller need not copy a row it does not own.
+  int32_t sample(std::span<const float> logits, int32_t banned = -1);
   // Records an id in the penalty history: every prompt id and every generated id.
   void accept(int32_t id);
   void accept(std::span<const int32_t> ids);
@@ -88,7 +94,11 @@ class Sampler {
   const SamplerParams& params() const { return p_; }
 
  private:
-  int32_t greedy(std::span<const float> logits, std::span<const int32_t> window);
+  void adjust_touched(std::span<const float> logits, std::span<const int32_t> window,
+                      int32_t banned);
+  int32_t greedy(std::span<const float> logits, std::span<const int32_t> window, int32_t banned);
+  bool top_k_from_row(std::span<const float> logits, std::span<const int32_t> window,
+                      int32_t banned);
 
   SamplerParams p_;
   int32_t n_vocab_;
@@ -96,8 +106,10 @@ class Sampler {
   // Accepted ids, oldest first: the penalty window is its last repeat_last_n (all for -1;
   // nothing is kept for 0). Trimmed in batches, so it holds up to 2 * repeat_last_n + 64.
   std::vector<int32_t> history_;
-  std::vector<TokenCandidate> cand_;  // (n_vocab) scratch candidate list, reused per call
-  std::vector<TokenCandidate> touched_;  // scratch: the ids a greedy pick's bias/penalties change
+  std::vector<TokenCandidate> cand_;  // (n_vocab, or top_k) scratch candidate list, reused
+  // Scratch: the ids the biases, penalties and the ban change, sorted by id, with their
+  // adjusted logits (greedy and top_k straight from the row).
+  std::vector<TokenCandidate> touched_;
 };
 
 }  // namespace mamba

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <limits>
+#include <exception>
+#include <thread>
+#include <utility>
 
+#include "backend/cpu/threadpool.h"
 #include "common/error.h"
 #include "engine/stop.h"
 #include "tokenizer/stream_decoder.h"
@@ -21,9 +24,12 @@ struct Scheduler::Seq {
   std::unique_ptr<StreamDecoder> text;  // ids -> UTF-8-safe pieces; null without a tokenizer
   StopMatcher stop;                     // stop strings over the streamed text
   // (n_vocab) logits for the next pick: a row of the last Backend::decode_view (valid until
-  // the next backend call, so every pick happens before one), or `own`.
+  // the next backend call, so every pick happens before one), or `own`. Never written:
+  // ignore_eos bans EOS inside the Sampler instead of in a copy of the row.
   std::span<const float> last;
-  std::vector<float> own;      // (n_vocab) its prefill's logits, or a row it had to change
+  std::vector<float> own;      // (n_vocab) its prefill's logits
+  int32_t next = -1;           // the id choose() sampled, for take()
+  std::exception_ptr error;    // what choose() threw, rethrown by take() in slot order
   double decode_start_ms = 0;  // when its prefill ended
   Result r;                    // filled as it goes
 
@@ -38,6 +44,10 @@ Scheduler::Scheduler(Backend& be, const SchedulerOptions& o)
     fail("--parallel ", o_.n_parallel, " needs as many state slots; the backend has ",
          be.n_slots());
   if (o_.prefill_budget < 1) fail("--batch-size must be >= 1");
+  int n_pick = o_.n_pick_threads;
+  if (n_pick <= 0) n_pick = std::min(16, int(std::max(1u, std::thread::hardware_concurrency())));
+  n_pick = std::min(n_pick, o_.n_parallel);
+  if (n_pick > 1) pick_pool_ = std::make_unique<cpu::ThreadPool>(n_pick);
   slots_.resize(size_t(o_.n_parallel));
   t0_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
@@ -167,17 +177,42 @@ void Scheduler::finish(Seq& s, const std::string& reason, const ResultFn& on_res
 
 // One iteration of generate()'s loop body, up to (not including) the decode call.
 bool Scheduler::pick(Seq& s, const ResultFn& on_result) {
+  choose(s);
+  return take(s, on_result);
+}
+
+void Scheduler::choose(Seq& s) const {
+  if (int(s.r.ids.size()) >= s.n_predict) return;  // take() finishes it
+  try {
+    // generate() sets the EOS logit to -inf for ignore_eos; the ban does the same.
+    const int32_t banned = s.ignore_eos && o_.eos_id >= 0 ? o_.eos_id : -1;
+    s.next = s.sampler.sample(s.last, banned);
+    s.sampler.accept(s.next);
+  } catch (...) {
+    s.error = std::current_exception();  // a pick thread must not throw
+  }
+}
+
+void Scheduler::choose_all() {
+  running_.clear();
+  for (const auto& s : slots_)
+    if (s) running_.push_back(s.get());
+  const auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) choose(*running_[size_t(i)]);
+  };
+  if (pick_pool_)
+    pick_pool_->parallel_for(int64_t(running_.size()), 1, run);
+  else
+    run(0, int64_t(running_.size()));
+}
+
+bool Scheduler::take(Seq& s, const ResultFn& on_result) {
+  if (s.error) std::rethrow_exception(std::exchange(s.error, nullptr));
   if (int(s.r.ids.size()) >= s.n_predict) {  // n_predict == 0: prefill only
     finish(s, "length", on_result);
     return true;
   }
-  if (s.ignore_eos && o_.eos_id >= 0) {
-    if (s.last.data() != s.own.data()) s.own.assign(s.last.begin(), s.last.end());
-    s.own[size_t(o_.eos_id)] = -std::numeric_limits<float>::infinity();
-    s.last = s.own;
-  }
-  const int32_t id = s.sampler.sample(s.last);
-  s.sampler.accept(id);
+  const int32_t id = s.next;
   s.r.ids.push_back(id);
   n_generated_++;
   if (!s.ignore_eos && id == o_.eos_id) {
@@ -238,10 +273,12 @@ bool Scheduler::step(const ResultFn& on_result) {
 
   // Pick every running sequence's next token first: their logits are a view of the backend's
   // memory that the prefills below may overwrite. The finished ones leave now, and their
-  // slots take new requests at once.
+  // slots take new requests at once. The sampling runs for all of them at once; the results
+  // are taken in slot order, as one pick() after another would.
+  choose_all();
   for (auto& s : slots_) {
     if (!s) continue;
-    if (pick(*s, on_result)) {
+    if (take(*s, on_result)) {
       s.reset();
       continue;
     }

@@ -11,6 +11,10 @@
 // known (--ordered: in input order). SIGINT/SIGTERM stop the run between decode steps: the
 // sequences in flight are abandoned (not written), the exit status is 130/143, and --resume
 // later runs exactly the requests that have no record yet. See docs/batch.md.
+//
+// -t sets the CPU threads of both host-side parts: the CPU backend's compute and, on every
+// device, the sampling of the batch's next tokens each step (at most 16 threads by default;
+// with --device cuda these are the only CPU threads in use).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -278,6 +282,7 @@ int run(Args& a) {
   so.eos_id = model->eos_id;
   so.tokenizer = tok.get();
   so.cancel = &g_stop;
+  so.n_pick_threads = a.n_threads;
   Scheduler sched(*backend, so);
   for (size_t i : to_run) {
     requests[i].key = i;
@@ -336,7 +341,9 @@ int main(int argc, char** argv) {
   app.add_flag("--ordered", a.ordered, "write results in input order (buffers early ones)");
   app.add_flag("--resume", a.resume, "continue OUT: skip requests that already have a record");
   app.add_option("--device", a.device, "cpu or cuda");
-  app.add_option("-t,--threads", a.n_threads, "CPU threads (default: all cores)");
+  app.add_option("-t,--threads", a.n_threads,
+                 "CPU threads: the CPU backend's and, on any device, those that sample each "
+                 "step's tokens (default: all cores; at most 16 sample)");
   app.add_option(
       "-b,--batch-size", a.batch_size,
       "prompt tokens prefilled per step at most (default 512; a longer prompt goes alone)");
