@@ -99,6 +99,7 @@ struct MmaArgs {
   const float* bias;
   int splits;             // K slices, one per blockIdx.y
   int64_t chunks_per_split;
+  const void* x16;        // (n, K) x rounded to T, for the tiled kernel
   float* ws;              // (splits, n, Mp) partial sums when splits > 1
   int64_t Mp;             // M rounded up to the row tile
   unsigned* counters;     // (row tiles of 16, batch passes): blocks done, back to 0 after
@@ -257,6 +258,223 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
   if (threadIdx.x == 0) *counter = 0;  // ready for the next call
 }
 
+// ---- Batches of more than 8 rows: a tiled GEMM with the same arithmetic --------------------
+//
+// The kernel above reloads activations per block and keeps one chunk in flight per warp; at 64
+// rows it streams weights at a fraction of the memory bandwidth. This one first rounds x to the
+// weight's dtype once (round_x_kernel, the same rounding as load_x8), then stages 64 features x
+// 64 batch rows x one 32-wide chunk per stage through shared memory with cp.async, several
+// stages ahead; its 4 warps (2 x 2) each own a 32 x 32 output tile over the whole K slice.
+//
+// It reproduces the kernel above bit for bit, which is what keeps decode batch-invariant: the
+// same split, the same fragment permutation of each chunk (lane (g, c) holds physical K values
+// 8c .. 8c+7 of a chunk, as two mma steps), and the same order of sums. There, warp w summed the
+// chunks w, w + 4, ... of its K slice from zero and the four warp sums were added in warp order;
+// here one warp walks the residues 0..3 one after another, each from zero into `part`, adding
+// each residue's sum into `acc` when it ends: ((a0 + a1) + a2) + a3, two register sets instead
+// of four.
+constexpr int kGemmRows = 64, kGemmCols = 64, kGemmStages = 6;
+constexpr int kPitch = kChunk;  // 16-bit values per staged row: 64 B, conflict-free 16-byte reads
+constexpr int kStageBytes = (kGemmRows + kGemmCols) * kPitch * 2;
+constexpr int kGemmSmem = kGemmStages * kStageBytes;
+
+// 16 bytes global -> shared without passing through registers; zeros when !valid.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = unsigned(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// x (n, ldx) -> x16 (n, K) rounded to T, 8 values per thread. K % 8 == 0.
+template <typename T>
+__global__ void round_x_kernel(const float* __restrict__ x, int64_t ldx, bool x_vec, int n,
+                               int64_t K, T* __restrict__ x16) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, per_row = K / 8;
+  if (i >= n * per_row) return;
+  const int row = int(i / per_row);
+  const int64_t k = i % per_row * 8;
+  uint32_t v[4];
+  load_x8<T>(x, ldx, n, K, x_vec, row, k, v);
+  *reinterpret_cast<uint4*>(x16 + row * K + k) = make_uint4(v[0], v[1], v[2], v[3]);
+}
+
+// Block (64-row batch tile, 64-feature tile, K slice). Needs K % 8 == 0 and 16-byte aligned W
+// and x16 (each 16-byte piece is then wholly inside or outside the K range).
+template <typename T>
+__global__ void __launch_bounds__(kWarps * 32) linear_decode_gemm_kernel(MmaArgs p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const T* __restrict__ W = static_cast<const T*>(p.W);
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int wm = warp % 2, wn = warp / 2;  // this warp's 32 x 32 quarter of the tile
+  const int col0 = int(blockIdx.x) * kGemmCols;
+  const int64_t row0 = int64_t(blockIdx.y) * kGemmRows;
+  const int split = int(blockIdx.z);
+  const int64_t ch0 = split * p.chunks_per_split;
+  const int64_t ch1 = min((p.K + kChunk - 1) / kChunk, ch0 + p.chunks_per_split);
+  const int64_t kend = min(p.K, ch1 * kChunk);
+  const int total = int(ch1 - ch0);
+
+  // What this thread copies per chunk, fixed for the whole walk: weight rows and activation
+  // rows tid/4 and tid/4 + 32, 16 bytes at 8 * (tid % 4) of the chunk. Rows past M or n read
+  // nothing and land as zeros.
+  static_assert(kWarps * 32 == 128 && kGemmRows == 64 && kGemmCols == 64 && kChunk == 32);
+  const T* __restrict__ X = static_cast<const T*>(p.x16);
+  const int wq = tid % 4;
+  const T* wsrc[2];
+  const T* xsrc[2];
+  bool wok[2], xok[2];
+#pragma unroll
+  for (int u = 0; u < 2; u++) {
+    const int64_t row = row0 + tid / 4 + 32 * u;
+    const int col = col0 + tid / 4 + 32 * u;
+    wok[u] = row < p.M;
+    xok[u] = col < p.n;
+    wsrc[u] = W + (wok[u] ? row : 0) * p.K + 8 * wq;
+    xsrc[u] = X + int64_t(xok[u] ? col : 0) * p.K + 8 * wq;
+  }
+  const int dst0 = (tid / 4) * kPitch + 8 * wq;
+  // The walk: residue r = 0..3 (the n <= 8 kernel's warp), chunks ch0 + r, ch0 + r + 4, ...
+  int load_r = 0;
+  int64_t load_ch = ch0;
+  const auto load_next = [&](int st) {  // the next chunk of the walk -> stage buffer st
+    T* ws = reinterpret_cast<T*>(smem + st * kStageBytes);
+    T* xs = ws + kGemmRows * kPitch;
+    const int64_t k = load_ch * kChunk;
+    const bool in_k = k + 8 * wq < kend;
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+      cp_async16(ws + dst0 + 32 * u * kPitch, wsrc[u] + k, wok[u] && in_k);
+      cp_async16(xs + dst0 + 32 * u * kPitch, xsrc[u] + k, xok[u] && in_k);
+    }
+    load_ch += kWarps;
+    while (load_ch >= ch1 && load_r < kWarps - 1) load_ch = ch0 + ++load_r;
+  };
+
+  float acc[2][4][4], part[2][4][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) acc[mt][nt][i] = part[mt][nt][i] = 0.0f;
+  const auto end_residue = [&](int r) {
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+      for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          acc[mt][nt][i] = r == 0 ? part[mt][nt][i] : acc[mt][nt][i] + part[mt][nt][i];
+          part[mt][nt][i] = 0.0f;
+        }
+  };
+
+#pragma unroll
+  for (int s = 0; s < kGemmStages - 1; s++) {
+    if (s < total) load_next(s);
+    cp_async_commit();
+  }
+  // Residues finished so far, and the chunk that ends the current one.
+  int done = 0;
+  int64_t last_ch = ch0 + (total > 0 ? (total - 1) / kWarps * kWarps : 0);
+  int64_t ch = ch0;  // the chunk computed in this iteration
+  for (int i = 0, st = 0; i < total; i++, st = st == kGemmStages - 1 ? 0 : st + 1) {
+    cp_async_wait<kGemmStages - 2>();
+    __syncthreads();  // chunk i has landed for every thread; stage (i - 1) is free again
+    if (i + kGemmStages - 1 < total) load_next(st == 0 ? kGemmStages - 1 : st - 1);
+    cp_async_commit();
+    const T* ws = reinterpret_cast<const T*>(smem + st * kStageBytes);
+    const T* xs = ws + kGemmRows * kPitch;
+    uint4 a[2][2];  // [tile][row g, row g + 8]
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+        a[mt][h] = *reinterpret_cast<const uint4*>(ws + (wm * 32 + mt * 16 + g + 8 * h) * kPitch + 8 * c);
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++) {
+      // The same packed pairs load_x8 makes: 8 consecutive values of column g at 8c.
+      const uint4 b = *reinterpret_cast<const uint4*>(xs + (wn * 32 + nt * 8 + g) * kPitch + 8 * c);
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++) {
+        mma16816<T>(part[mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b.x, b.y);
+        mma16816<T>(part[mt][nt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b.z, b.w);
+      }
+    }
+    if (ch == last_ch && done < kWarps - 1) {  // the residue's last chunk: on to the next
+      end_residue(done++);
+      ch = ch0 + done;
+      last_ch = ch + (ch1 - 1 - ch) / kWarps * kWarps;
+      while (ch >= ch1 && done < kWarps - 1) {  // residues with no chunk in a short slice
+        end_residue(done++);
+        ch = ch0 + done;
+        last_ch = ch + (ch1 - 1 - ch) / kWarps * kWarps;
+      }
+    } else {
+      ch += kWarps;
+    }
+  }
+  cp_async_wait<0>();
+  while (done < kWarps) end_residue(done++);
+
+  // acc[mt][nt] = {(r, q), (r, q + 1), (r + 8, q), (r + 8, q + 1)}, r = mt*16 + g, q = nt*8 + 2c.
+  const auto row_of = [&](int mt, int i) { return row0 + wm * 32 + mt * 16 + g + (i >= 2 ? 8 : 0); };
+  const auto col_of = [&](int nt, int i) { return col0 + wn * 32 + nt * 8 + 2 * c + (i & 1); };
+  if (p.splits == 1) {
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+      for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          const int64_t row = row_of(mt, i);
+          const int col = col_of(nt, i);
+          if (row < p.M && col < p.n)
+            p.y[int64_t(col) * p.ldy + row] = acc[mt][nt][i] + (p.bias ? p.bias[row] : 0.0f);
+        }
+    return;
+  }
+  // Several K slices: as above, the tile's last block adds them in slice order.
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int col = col_of(nt, i);
+        if (col < p.n) p.ws[(int64_t(split) * p.n + col) * p.Mp + row_of(mt, i)] = acc[mt][nt][i];
+      }
+  __shared__ bool last_block;
+  __threadfence();
+  __syncthreads();
+  unsigned* counter = p.counters + int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  if (tid == 0) last_block = atomicAdd(counter, 1u) == unsigned(p.splits - 1);
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int64_t row = row_of(mt, i);
+        const int col = col_of(nt, i);
+        if (row >= p.M || col >= p.n) continue;
+        float v = 0.0f;
+        for (int s = 0; s < p.splits; s++)
+          v += __ldcg(p.ws + (int64_t(s) * p.n + col) * p.Mp + row);
+        p.y[int64_t(col) * p.ldy + row] = v + (p.bias ? p.bias[row] : 0.0f);
+      }
+  if (tid == 0) *counter = 0;
+}
+
 // f32 weights: warp (feature row); lanes stride K, then a fixed butterfly sum per batch row.
 __global__ void linear_decode_f32_kernel(const float* __restrict__ W, int64_t M, int64_t K,
                                          const float* __restrict__ x, int64_t ldx, int n,
@@ -290,9 +508,9 @@ int64_t row_tiles(const DeviceMatrix& W) {
   return ceil_div(W.rows, MT * 16);
 }
 
-template <typename T, int MT, int NT>
-void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-                const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream) {
+// The kernel arguments for row tiles of `rt` features; the K split depends on W alone.
+MmaArgs mma_args(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+                 const float* bias, const LinearDecodeWorkspace& ws, int64_t rt) {
   MmaArgs p;
   p.W = W.data;
   p.M = W.rows;
@@ -309,28 +527,70 @@ void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float
   const int64_t chunks = ceil_div(W.cols, kChunk);
   p.chunks_per_split = ceil_div(chunks, p.splits);
   p.splits = int(ceil_div(chunks, p.chunks_per_split));  // no empty slice
-  p.Mp = row_tiles<MT>(W) * MT * 16;
+  p.Mp = ceil_div(W.rows, rt) * rt;
+  p.x16 = ws.x16;
   p.ws = ws.partial;
   p.counters = ws.counters;
+  return p;
+}
+
+void check_workspace(const MmaArgs& p, const LinearDecodeWorkspace& ws, const dim3& grid) {
+  if (p.splits == 1) return;
+  require(ws.partial && ws.partial_floats >= size_t(p.splits) * size_t(p.n) * size_t(p.Mp),
+          "linear_decode", "workspace too small");
+  require(ws.counters && ws.n_counters >= size_t(grid.x) * grid.y * grid.z / size_t(p.splits),
+          "linear_decode", "workspace counters too few");
+}
+
+template <typename T, int MT, int NT>
+void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+                const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream) {
+  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, MT * 16);
   const dim3 grid(unsigned(row_tiles<MT>(W)), unsigned(p.splits), unsigned(ceil_div(n, NT * 8)));
-  if (p.splits > 1) {
-    require(ws.partial && ws.partial_floats >= size_t(p.splits) * size_t(n) * size_t(p.Mp),
-            "linear_decode", "workspace too small");
-    require(ws.counters && ws.n_counters >= size_t(grid.x) * grid.z, "linear_decode",
-            "workspace counters too few");
-  }
+  check_workspace(p, ws, grid);
   linear_decode_mma_kernel<T, MT, NT><<<grid, kWarps * 32, 0, stream>>>(p);
 }
 
+template <typename T>
+void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
+                 int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
+                 cudaStream_t stream) {
+  static const bool smem_set = [] {  // more than the default 48 KiB of shared memory
+    CUDA_CHECK(cudaFuncSetAttribute(linear_decode_gemm_kernel<T>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, kGemmSmem));
+    return true;
+  }();
+  (void)smem_set;
+  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, kGemmRows);
+  const int64_t pieces = int64_t(n) * (W.cols / 8);
+  round_x_kernel<T><<<unsigned(ceil_div(pieces, 256)), 256, 0, stream>>>(
+      x, ldx, p.x_vec, n, W.cols, static_cast<T*>(ws.x16));
+  // Batch tiles fastest, so the blocks that share a weight tile run together and read it from
+  // HBM once.
+  const dim3 grid(unsigned(ceil_div(n, kGemmCols)), unsigned(ceil_div(W.rows, kGemmRows)),
+                  unsigned(p.splits));
+  check_workspace(p, ws, grid);
+  linear_decode_gemm_kernel<T><<<grid, kWarps * 32, kGemmSmem, stream>>>(p);
+}
+
 // The tile shape by batch size: one 8-row batch tile for a single sequence (the weight stream
-// dominates), more weight tiles per block as n grows so each block reuses its activations.
-// Measured on an H100, mamba-1.4b shape, 64 rows: 32 features per block beat 64 (4 tiles need
-// 220 registers, so fewer blocks fit).
+// dominates); above 8 rows the staged GEMM, when the shapes and alignment allow its 16-byte
+// copies, else more weight tiles per block as n grows so each block reuses its activations
+// (32 features per block beat 64 there: 4 tiles need 220 registers, so fewer blocks fit).
 template <typename T>
 void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
               const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream) {
-  if (n <= 8)
+  const bool gemm_ok = W.cols % 8 == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0 &&
+                       ws.x16 && reinterpret_cast<uintptr_t>(ws.x16) % 16 == 0 &&
+                       ws.x16_elems >= size_t(n) * size_t(W.cols) &&
+                       ceil_div(W.rows, kGemmRows) <= 65535;
+  // Small weights (x_proj, dt_proj: a few MB, read from L2 after the first pass) run the one
+  // sequence kernel once per 8 rows: many small blocks beat a few large tiles there.
+  const bool small = W.rows * W.cols * 2 <= (int64_t(4) << 20);
+  if (n <= 8 || small)
     launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, stream);
+  else if (gemm_ok)
+    launch_gemm<T>(W, x, ldx, n, y, ldy, bias, ws, stream);
   else if (n <= 16)
     launch_mma<T, 1, 2>(W, x, ldx, n, y, ldy, bias, ws, stream);
   else if (n <= 32)
@@ -344,6 +604,7 @@ void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* 
 LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n) {
   LinearDecodeNeeds need;
   if (W.dtype == gguf::DType::F32 || n <= 0) return need;
+  if (n > 8 && W.cols % 8 == 0) need.x16_elems = size_t(n) * size_t(W.cols);
   const int splits = splits_for(W);
   if (splits == 1) return need;
   // The largest row padding and pass count over the tile shapes dispatch() may pick.

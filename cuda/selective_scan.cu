@@ -1,5 +1,8 @@
 #include "selective_scan.cuh"
 
+#include <cstdint>
+#include <type_traits>
+
 namespace mamba::cuda {
 namespace {
 
@@ -123,12 +126,15 @@ __global__ void __launch_bounds__(kThreads)
   for (int n = tid; n < N; n += kThreads) st[n] = carry[par][n];
 }
 
-// A group of L lanes (L = d_state rounded up to a power of two, at most 32) per (row, channel):
-// lane j owns state entries j, j + L, ..., so a warp's state loads and stores are contiguous
-// (the state is (d_inner, d_state) row-major), and the C-weighted sum is a fixed butterfly
-// over the group. Every row is computed alone, whatever else is in the batch.
+// A group of L lanes per (row, channel): lane j owns the V consecutive state entries at V*j,
+// V*(j + L), ..., so a warp's state loads and stores are contiguous (the state is (d_inner,
+// d_state) row-major) and, with V = 4, 16 bytes wide; L is d_state / V rounded up to a power of
+// two, at most 32. The C-weighted sum runs over a lane's entries in order, then a fixed
+// butterfly over the group. Every row is computed alone, whatever else is in the batch.
+template <int V>
 __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t* __restrict__ slots,
                                            int L) {
+  using Vec = std::conditional_t<V == 4, float4, float>;
   const int g = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / L);  // channel
   const int j = int(threadIdx.x) % L;
   const int row = blockIdx.y;
@@ -143,10 +149,22 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
   const float dt = softplus(p.dt[int64_t(row) * p.d_inner + c] + p.dt_bias[c]);
   const float dtx = dt * x;
   float acc = 0.0f;
-  for (int n = j; n < N; n += L) {
-    const float s = expf(dt * A[n]) * st[n] + dtx * B[n];
-    if (valid) st[n] = s;
-    acc += s * C[n];
+  for (int n = V * j; n < N; n += V * L) {
+    Vec s = *reinterpret_cast<const Vec*>(st + n);
+    const Vec a = *reinterpret_cast<const Vec*>(A + n);
+    const Vec b = *reinterpret_cast<const Vec*>(B + n);
+    const Vec cc = *reinterpret_cast<const Vec*>(C + n);
+    float* sv = reinterpret_cast<float*>(&s);
+    const float* av = reinterpret_cast<const float*>(&a);
+    const float* bv = reinterpret_cast<const float*>(&b);
+    const float* cv = reinterpret_cast<const float*>(&cc);
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+      // h = exp(dt * A) * h + dt * B * x;  y += h . C
+      sv[i] = expf(dt * av[i]) * sv[i] + dtx * bv[i];
+      acc += sv[i] * cv[i];
+    }
+    if (valid) *reinterpret_cast<Vec*>(st + n) = s;
   }
   for (int o = L / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (valid && j == 0)
@@ -185,11 +203,19 @@ void selective_scan_step(const SelectiveScanParams& p, int n, const int32_t* slo
   require(slots && n >= 0 && n <= 65535, "selective_scan_step", "bad slots or row count");
   if (n == 0) return;
   const int threads = 128;
+  // 16-byte state, A, B and C accesses where every row and channel start is 16-byte aligned.
+  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  const int V = p.d_state % 4 == 0 && p.ldbc % 4 == 0 && p.state.slot_stride % 4 == 0 &&
+                        aligned(p.state.base) && aligned(p.A) && aligned(p.B) && aligned(p.C)
+                    ? 4
+                    : 1;
   int L = 1;
-  while (L < p.d_state && L < 32) L *= 2;
-  selective_scan_step_kernel<<<dim3(unsigned(ceil_div(int64_t(p.d_inner) * L, threads)),
-                                    unsigned(n)),
-                               threads, 0, stream>>>(p, slots, L);
+  while (L * V < p.d_state && L < 32) L *= 2;
+  const dim3 grid(unsigned(ceil_div(int64_t(p.d_inner) * L, threads)), unsigned(n));
+  if (V == 4)
+    selective_scan_step_kernel<4><<<grid, threads, 0, stream>>>(p, slots, L);
+  else
+    selective_scan_step_kernel<1><<<grid, threads, 0, stream>>>(p, slots, L);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -538,8 +538,10 @@ TEST_CASE("linear_decode: accurate, and each row's result independent of the bat
       DeviceBuffer partial(std::max<size_t>(need.partial_floats, 1) * 4, "partial");
       const auto zeros = std::vector<unsigned>(std::max<size_t>(need.n_counters, 1), 0u);
       DeviceBuffer counters = to_device(zeros);
+      DeviceBuffer x16(std::max<size_t>(need.x16_elems, 1) * 2, "x16");
       const mamba::cuda::LinearDecodeWorkspace ws{partial.as<float>(), need.partial_floats,
-                                                  counters.as<unsigned>(), need.n_counters};
+                                                  counters.as<unsigned>(), need.n_counters,
+                                                  x16.data(), need.x16_elems};
       for (int ld_pad : {0, 3}) {
         const int64_t ldx = c.cols + ld_pad, ldy = c.rows + ld_pad;
         const auto x = randn(size_t(n_max) * ldx);
