@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
 // rows it streams weights at a fraction of the memory bandwidth. This one first rounds x to the
 // weight's dtype once (round_x_kernel, the same rounding as load_x8), then stages 64 features x
 // 64 batch rows x one 32-wide chunk per stage through shared memory with cp.async, several
-// stages ahead; its 4 warps (2 x 2) each own a 32 x 32 output tile over the whole K slice.
+// stages ahead; its 8 warps (2 x 4) each own a 32 x 16 output tile over the whole K slice.
 //
 // It reproduces the kernel above bit for bit, which is what keeps decode batch-invariant: the
 // same split, the same fragment permutation of each chunk (lane (g, c) holds physical K values
@@ -274,6 +274,8 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
 // each residue's sum into `acc` when it ends: ((a0 + a1) + a2) + a3, two register sets instead
 // of four.
 constexpr int kGemmRows = 64, kGemmCols = 64, kGemmStages = 6;
+constexpr int kGemmThreads = 256;  // 8 warps: 2 (features) x 4 (batch rows)
+constexpr int kNT = 2;              // 8-row batch tiles per warp
 constexpr int kPitch = kChunk;  // 16-bit values per staged row: 64 B, conflict-free 16-byte reads
 constexpr int kStageBytes = (kGemmRows + kGemmCols) * kPitch * 2;
 constexpr int kGemmSmem = kGemmStages * kStageBytes;
@@ -306,12 +308,12 @@ __global__ void round_x_kernel(const float* __restrict__ x, int64_t ldx, bool x_
 // Block (64-row batch tile, 64-feature tile, K slice). Needs K % 8 == 0 and 16-byte aligned W
 // and x16 (each 16-byte piece is then wholly inside or outside the K range).
 template <typename T>
-__global__ void __launch_bounds__(kWarps * 32) linear_decode_gemm_kernel(MmaArgs p) {
+__global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArgs p) {
   extern __shared__ __align__(16) unsigned char smem[];
   const T* __restrict__ W = static_cast<const T*>(p.W);
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, c = lane % 4;
-  const int wm = warp % 2, wn = warp / 2;  // this warp's 32 x 32 quarter of the tile
+  const int wm = warp % 2, wn = warp / 2;  // this warp's 32 x 16 eighth of the tile
   const int col0 = int(blockIdx.x) * kGemmCols;
   const int64_t row0 = int64_t(blockIdx.y) * kGemmRows;
   const int split = int(blockIdx.z);
@@ -320,24 +322,17 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_gemm_kernel(MmaArgs
   const int64_t kend = min(p.K, ch1 * kChunk);
   const int total = int(ch1 - ch0);
 
-  // What this thread copies per chunk, fixed for the whole walk: weight rows and activation
-  // rows tid/4 and tid/4 + 32, 16 bytes at 8 * (tid % 4) of the chunk. Rows past M or n read
-  // nothing and land as zeros.
-  static_assert(kWarps * 32 == 128 && kGemmRows == 64 && kGemmCols == 64 && kChunk == 32);
+  // What this thread copies per chunk, fixed for the whole walk: weight row and activation
+  // row tid/4, 16 bytes at 8 * (tid % 4) of the chunk. Rows past M or n read nothing and land
+  // as zeros.
+  static_assert(kGemmThreads == 256 && kGemmRows == 64 && kGemmCols == 64 && kChunk == 32);
   const T* __restrict__ X = static_cast<const T*>(p.x16);
   const int wq = tid % 4;
-  const T* wsrc[2];
-  const T* xsrc[2];
-  bool wok[2], xok[2];
-#pragma unroll
-  for (int u = 0; u < 2; u++) {
-    const int64_t row = row0 + tid / 4 + 32 * u;
-    const int col = col0 + tid / 4 + 32 * u;
-    wok[u] = row < p.M;
-    xok[u] = col < p.n;
-    wsrc[u] = W + (wok[u] ? row : 0) * p.K + 8 * wq;
-    xsrc[u] = X + int64_t(xok[u] ? col : 0) * p.K + 8 * wq;
-  }
+  const int64_t wrow = row0 + tid / 4;
+  const int xcol = col0 + tid / 4;
+  const bool wok = wrow < p.M, xok = xcol < p.n;
+  const T* wsrc = W + (wok ? wrow : 0) * p.K + 8 * wq;
+  const T* xsrc = X + int64_t(xok ? xcol : 0) * p.K + 8 * wq;
   const int dst0 = (tid / 4) * kPitch + 8 * wq;
   // The walk: residue r = 0..3 (the n <= 8 kernel's warp), chunks ch0 + r, ch0 + r + 4, ...
   int load_r = 0;
@@ -347,27 +342,24 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_gemm_kernel(MmaArgs
     T* xs = ws + kGemmRows * kPitch;
     const int64_t k = load_ch * kChunk;
     const bool in_k = k + 8 * wq < kend;
-#pragma unroll
-    for (int u = 0; u < 2; u++) {
-      cp_async16(ws + dst0 + 32 * u * kPitch, wsrc[u] + k, wok[u] && in_k);
-      cp_async16(xs + dst0 + 32 * u * kPitch, xsrc[u] + k, xok[u] && in_k);
-    }
+    cp_async16(ws + dst0, wsrc + k, wok && in_k);
+    cp_async16(xs + dst0, xsrc + k, xok && in_k);
     load_ch += kWarps;
     while (load_ch >= ch1 && load_r < kWarps - 1) load_ch = ch0 + ++load_r;
   };
 
-  float acc[2][4][4], part[2][4][4];
+  float acc[2][kNT][4], part[2][kNT][4];
 #pragma unroll
   for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++)
+    for (int nt = 0; nt < kNT; nt++)
 #pragma unroll
       for (int i = 0; i < 4; i++) acc[mt][nt][i] = part[mt][nt][i] = 0.0f;
   const auto end_residue = [&](int r) {
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int nt = 0; nt < 4; nt++)
+      for (int nt = 0; nt < kNT; nt++)
 #pragma unroll
         for (int i = 0; i < 4; i++) {
           acc[mt][nt][i] = r == 0 ? part[mt][nt][i] : acc[mt][nt][i] + part[mt][nt][i];
@@ -398,9 +390,9 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_gemm_kernel(MmaArgs
       for (int h = 0; h < 2; h++)
         a[mt][h] = *reinterpret_cast<const uint4*>(ws + (wm * 32 + mt * 16 + g + 8 * h) * kPitch + 8 * c);
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++) {
+    for (int nt = 0; nt < kNT; nt++) {
       // The same packed pairs load_x8 makes: 8 consecutive values of column g at 8c.
-      const uint4 b = *reinterpret_cast<const uint4*>(xs + (wn * 32 + nt * 8 + g) * kPitch + 8 * c);
+      const uint4 b = *reinterpret_cast<const uint4*>(xs + (wn * 8 * kNT + nt * 8 + g) * kPitch + 8 * c);
 #pragma unroll
       for (int mt = 0; mt < 2; mt++) {
         mma16816<T>(part[mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b.x, b.y);
@@ -423,14 +415,15 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_gemm_kernel(MmaArgs
   cp_async_wait<0>();
   while (done < kWarps) end_residue(done++);
 
-  // acc[mt][nt] = {(r, q), (r, q + 1), (r + 8, q), (r + 8, q + 1)}, r = mt*16 + g, q = nt*8 + 2c.
+  // acc[mt][nt] = {(r, q), (r, q + 1), (r + 8, q), (r + 8, q + 1)}, r = mt*16 + g, q = nt*8 + 2c
+  // within the warp's tile.
   const auto row_of = [&](int mt, int i) { return row0 + wm * 32 + mt * 16 + g + (i >= 2 ? 8 : 0); };
-  const auto col_of = [&](int nt, int i) { return col0 + wn * 32 + nt * 8 + 2 * c + (i & 1); };
+  const auto col_of = [&](int nt, int i) { return col0 + wn * 8 * kNT + nt * 8 + 2 * c + (i & 1); };
   if (p.splits == 1) {
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int nt = 0; nt < 4; nt++)
+      for (int nt = 0; nt < kNT; nt++)
 #pragma unroll
         for (int i = 0; i < 4; i++) {
           const int64_t row = row_of(mt, i);
@@ -444,7 +437,7 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_gemm_kernel(MmaArgs
 #pragma unroll
   for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++)
+    for (int nt = 0; nt < kNT; nt++)
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int col = col_of(nt, i);
@@ -461,7 +454,7 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_gemm_kernel(MmaArgs
 #pragma unroll
   for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++)
+    for (int nt = 0; nt < kNT; nt++)
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int64_t row = row_of(mt, i);
@@ -570,7 +563,7 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
   const dim3 grid(unsigned(ceil_div(n, kGemmCols)), unsigned(ceil_div(W.rows, kGemmRows)),
                   unsigned(p.splits));
   check_workspace(p, ws, grid);
-  linear_decode_gemm_kernel<T><<<grid, kWarps * 32, kGemmSmem, stream>>>(p);
+  linear_decode_gemm_kernel<T><<<grid, kGemmThreads, kGemmSmem, stream>>>(p);
 }
 
 // The tile shape by batch size: one 8-row batch tile for a single sequence (the weight stream
