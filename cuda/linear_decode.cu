@@ -179,24 +179,24 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
   } else {
     for (int64_t ch = ch0 + warp; ch < ch1; ch += 2 * kWarps) {
       uint32_t a[2][MT][2][4];  // [chunk][tile][row g, row g + 8][4 pairs]
-  #pragma unroll
+#pragma unroll
       for (int u = 0; u < 2; u++) {
         const int64_t k = (ch + u * kWarps) * kChunk + 8 * c;  // past kend: loads zeros
-  #pragma unroll
+#pragma unroll
         for (int mt = 0; mt < MT; mt++) {
           load_w8(W, p.M, p.K, kend, p.w_vec, row0 + mt * 16 + g, k, a[u][mt][0]);
           load_w8(W, p.M, p.K, kend, p.w_vec, row0 + mt * 16 + g + 8, k, a[u][mt][1]);
         }
       }
-  #pragma unroll
+#pragma unroll
       for (int u = 0; u < 2; u++) {
         const int64_t k = (ch + u * kWarps) * kChunk + 8 * c;
         if (ch + u * kWarps >= ch1) break;  // warp-uniform
-  #pragma unroll
+#pragma unroll
         for (int nt = 0; nt < NT; nt++) {
           uint32_t b[4];
           load_x8<T>(p.x, p.ldx, p.n, kend, p.x_vec, col0 + nt * 8 + g, k, b);
-  #pragma unroll
+#pragma unroll
           for (int mt = 0; mt < MT; mt++) {
             mma16816<T>(acc[mt][nt], a[u][mt][0][0], a[u][mt][1][0], a[u][mt][0][1],
                         a[u][mt][1][1], b[0], b[1]);
@@ -273,11 +273,13 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
 // here one warp walks the residues 0..3 one after another, each from zero into `part`, adding
 // each residue's sum into `acc` when it ends: ((a0 + a1) + a2) + a3, two register sets instead
 // of four.
-constexpr int kGemmRows = 64, kGemmCols = 64, kGemmStages = 6;
+// A stage holds kSub chunks of the walk: one barrier per 128 K values rather than per 32.
+constexpr int kGemmRows = 64, kGemmCols = 64, kGemmStages = 3, kSub = 4;
 constexpr int kGemmThreads = 256;  // 8 warps: 2 (features) x 4 (batch rows)
 constexpr int kNT = 2;              // 8-row batch tiles per warp
 constexpr int kPitch = kChunk;  // 16-bit values per staged row: 64 B, conflict-free 16-byte reads
-constexpr int kStageBytes = (kGemmRows + kGemmCols) * kPitch * 2;
+constexpr int kChunkBytes = (kGemmRows + kGemmCols) * kPitch * 2;
+constexpr int kStageBytes = kSub * kChunkBytes;
 constexpr int kGemmSmem = kGemmStages * kStageBytes;
 
 // 16 bytes global -> shared without passing through registers; zeros when !valid.
@@ -337,15 +339,21 @@ __global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArg
   // The walk: residue r = 0..3 (the n <= 8 kernel's warp), chunks ch0 + r, ch0 + r + 4, ...
   int load_r = 0;
   int64_t load_ch = ch0;
-  const auto load_next = [&](int st) {  // the next chunk of the walk -> stage buffer st
-    T* ws = reinterpret_cast<T*>(smem + st * kStageBytes);
-    T* xs = ws + kGemmRows * kPitch;
-    const int64_t k = load_ch * kChunk;
-    const bool in_k = k + 8 * wq < kend;
-    cp_async16(ws + dst0, wsrc + k, wok && in_k);
-    cp_async16(xs + dst0, xsrc + k, xok && in_k);
-    load_ch += kWarps;
-    while (load_ch >= ch1 && load_r < kWarps - 1) load_ch = ch0 + ++load_r;
+  int loaded = 0;  // chunks of the walk loaded so far
+  const auto load_next = [&](int st) {  // the next kSub chunks of the walk -> stage buffer st
+#pragma unroll
+    for (int j = 0; j < kSub; j++) {
+      if (loaded == total) break;
+      T* ws = reinterpret_cast<T*>(smem + st * kStageBytes + j * kChunkBytes);
+      T* xs = ws + kGemmRows * kPitch;
+      const int64_t k = load_ch * kChunk;
+      const bool in_k = k + 8 * wq < kend;
+      cp_async16(ws + dst0, wsrc + k, wok && in_k);
+      cp_async16(xs + dst0, xsrc + k, xok && in_k);
+      loaded++;
+      load_ch += kWarps;
+      while (load_ch >= ch1 && load_r < kWarps - 1) load_ch = ch0 + ++load_r;
+    }
   };
 
   float acc[2][kNT][4], part[2][kNT][4];
@@ -367,49 +375,54 @@ __global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArg
         }
   };
 
+  const int n_stages = (total + kSub - 1) / kSub;
 #pragma unroll
   for (int s = 0; s < kGemmStages - 1; s++) {
-    if (s < total) load_next(s);
+    load_next(s);
     cp_async_commit();
   }
   // Residues finished so far, and the chunk that ends the current one.
   int done = 0;
   int64_t last_ch = ch0 + (total > 0 ? (total - 1) / kWarps * kWarps : 0);
   int64_t ch = ch0;  // the chunk computed in this iteration
-  for (int i = 0, st = 0; i < total; i++, st = st == kGemmStages - 1 ? 0 : st + 1) {
+  for (int i = 0, st = 0; i < n_stages; i++, st = st == kGemmStages - 1 ? 0 : st + 1) {
     cp_async_wait<kGemmStages - 2>();
-    __syncthreads();  // chunk i has landed for every thread; stage (i - 1) is free again
-    if (i + kGemmStages - 1 < total) load_next(st == 0 ? kGemmStages - 1 : st - 1);
+    __syncthreads();  // stage i has landed for every thread; stage (i - 1) is free again
+    load_next(st == 0 ? kGemmStages - 1 : st - 1);
     cp_async_commit();
-    const T* ws = reinterpret_cast<const T*>(smem + st * kStageBytes);
-    const T* xs = ws + kGemmRows * kPitch;
-    uint4 a[2][2];  // [tile][row g, row g + 8]
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++)
+    for (int j = 0; j < kSub; j++) {
+      if (i * kSub + j == total) break;
+      const T* ws = reinterpret_cast<const T*>(smem + st * kStageBytes + j * kChunkBytes);
+      const T* xs = ws + kGemmRows * kPitch;
+      uint4 a[2][2];  // [tile][row g, row g + 8]
 #pragma unroll
-      for (int h = 0; h < 2; h++)
-        a[mt][h] = *reinterpret_cast<const uint4*>(ws + (wm * 32 + mt * 16 + g + 8 * h) * kPitch + 8 * c);
+      for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-    for (int nt = 0; nt < kNT; nt++) {
-      // The same packed pairs load_x8 makes: 8 consecutive values of column g at 8c.
-      const uint4 b = *reinterpret_cast<const uint4*>(xs + (wn * 8 * kNT + nt * 8 + g) * kPitch + 8 * c);
+        for (int h = 0; h < 2; h++)
+          a[mt][h] = *reinterpret_cast<const uint4*>(ws + (wm * 32 + mt * 16 + g + 8 * h) * kPitch + 8 * c);
 #pragma unroll
-      for (int mt = 0; mt < 2; mt++) {
-        mma16816<T>(part[mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b.x, b.y);
-        mma16816<T>(part[mt][nt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b.z, b.w);
+      for (int nt = 0; nt < kNT; nt++) {
+        // The same packed pairs load_x8 makes: 8 consecutive values of column g at 8c.
+        const uint4 b = *reinterpret_cast<const uint4*>(xs + (wn * 8 * kNT + nt * 8 + g) * kPitch + 8 * c);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+          mma16816<T>(part[mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b.x, b.y);
+          mma16816<T>(part[mt][nt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b.z, b.w);
+        }
       }
-    }
-    if (ch == last_ch && done < kWarps - 1) {  // the residue's last chunk: on to the next
-      end_residue(done++);
-      ch = ch0 + done;
-      last_ch = ch + (ch1 - 1 - ch) / kWarps * kWarps;
-      while (ch >= ch1 && done < kWarps - 1) {  // residues with no chunk in a short slice
+      if (ch == last_ch && done < kWarps - 1) {  // the residue's last chunk: on to the next
         end_residue(done++);
         ch = ch0 + done;
         last_ch = ch + (ch1 - 1 - ch) / kWarps * kWarps;
+        while (ch >= ch1 && done < kWarps - 1) {  // residues with no chunk in a short slice
+          end_residue(done++);
+          ch = ch0 + done;
+          last_ch = ch + (ch1 - 1 - ch) / kWarps * kWarps;
+        }
+      } else {
+        ch += kWarps;
       }
-    } else {
-      ch += kWarps;
     }
   }
   cp_async_wait<0>();
