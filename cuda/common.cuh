@@ -136,6 +136,36 @@ namespace mamba::cuda {
 
 // The same formulas as the CPU reference: x * sigmoid(x), and softplus with PyTorch's
 // threshold (the identity above 20, where log1p(exp(x)) == x in float32).
+// Programmatic dependent launch (Hopper): a kernel launched with launch_pdl() may be scheduled
+// while the kernel before it in the stream is still finishing, so the launch latency and the
+// previous kernel's tail overlap. Such a kernel calls pdl_start() first thing: it lets the next
+// kernel be scheduled, then waits until the previous kernel has completed and its writes are
+// visible. Since every kernel waits for its predecessor before it can complete, a kernel also
+// sees the writes of all earlier ones. Nothing happens on older GPUs or in plain launches.
+__device__ __forceinline__ void pdl_start() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch allowed.
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                cudaStream_t stream, Args... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
+}
+
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 

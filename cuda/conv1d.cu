@@ -51,6 +51,7 @@ __global__ void conv1d_state_kernel(Conv1dParams p, SeqBatch batch) {
 }
 
 __global__ void conv1d_step_kernel(Conv1dParams p, const int32_t* __restrict__ slots) {
+  pdl_start();
   const int c = blockIdx.x * kThreads + threadIdx.x;
   const int row = blockIdx.y;
   if (c >= p.dim) return;
@@ -100,8 +101,8 @@ void conv1d_step(const Conv1dParams& p, int n, const int32_t* slots, cudaStream_
   check(p, "conv1d_step");
   require(slots && n >= 0 && n <= 65535, "conv1d_step", "bad slots or row count");
   if (n == 0) return;
-  conv1d_step_kernel<<<dim3(unsigned(ceil_div(p.dim, kThreads)), unsigned(n)), kThreads, 0,
-                       stream>>>(p, slots);
+  launch_pdl(conv1d_step_kernel, dim3(unsigned(ceil_div(p.dim, kThreads)), unsigned(n)),
+             dim3(kThreads), 0, stream, p, slots);
   CUDA_CHECK(cudaGetLastError());
 }
 

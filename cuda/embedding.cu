@@ -8,6 +8,7 @@ namespace {
 template <typename T>
 __global__ void embedding_kernel(const T* __restrict__ table, int64_t n_vocab, int64_t d_model,
                                  const int32_t* __restrict__ ids, float* __restrict__ out) {
+  pdl_start();
   const int row = blockIdx.y;
   const int32_t id = ids[row];
   const bool valid = id >= 0 && id < n_vocab;
@@ -29,16 +30,16 @@ void embedding(const void* table, gguf::DType dtype, int64_t n_vocab, int64_t d_
   const dim3 grid(unsigned(std::min<int64_t>(ceil_div(d_model, threads), 64)), unsigned(n));
   switch (dtype) {
     case gguf::DType::F32:
-      embedding_kernel<<<grid, threads, 0, stream>>>(static_cast<const float*>(table), n_vocab,
-                                                     d_model, ids, out);
+      launch_pdl(embedding_kernel<float>, grid, dim3(threads), 0, stream, static_cast<const float*>(table),
+                 n_vocab, d_model, ids, out);
       break;
     case gguf::DType::F16:
-      embedding_kernel<<<grid, threads, 0, stream>>>(static_cast<const __half*>(table), n_vocab,
-                                                     d_model, ids, out);
+      launch_pdl(embedding_kernel<__half>, grid, dim3(threads), 0, stream,
+                 static_cast<const __half*>(table), n_vocab, d_model, ids, out);
       break;
     case gguf::DType::BF16:
-      embedding_kernel<<<grid, threads, 0, stream>>>(static_cast<const __nv_bfloat16*>(table),
-                                                     n_vocab, d_model, ids, out);
+      launch_pdl(embedding_kernel<__nv_bfloat16>, grid, dim3(threads), 0, stream,
+                 static_cast<const __nv_bfloat16*>(table), n_vocab, d_model, ids, out);
       break;
     default:
       fail("embedding: unsupported dtype ", gguf::dtype_name(dtype));

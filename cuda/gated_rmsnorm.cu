@@ -9,6 +9,7 @@ namespace {
 __global__ void gated_rmsnorm_kernel(const float* y, const float* __restrict__ z, int64_t ldz,
                                      const float* __restrict__ w, int d_inner, int group_size,
                                      float eps, float* out) {
+  pdl_start();
   __shared__ float scratch[32];
   const int grp = blockIdx.x;
   const int64_t row = blockIdx.y;
@@ -37,8 +38,8 @@ void gated_rmsnorm(const float* y, const float* z, int64_t ldz, const float* w, 
   if (n == 0) return;
   const int group_size = d_inner / n_groups;
   const int threads = group_size >= 1024 ? 256 : group_size >= 128 ? 128 : 32;
-  gated_rmsnorm_kernel<<<dim3(unsigned(n_groups), unsigned(n)), threads, 0, stream>>>(
-      y, z, ldz, w, d_inner, group_size, eps, out);
+  launch_pdl(gated_rmsnorm_kernel, dim3(unsigned(n_groups), unsigned(n)), dim3(threads), 0, stream,
+             y, z, ldz, w, d_inner, group_size, eps, out);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -117,6 +117,7 @@ struct MmaArgs {
 // K slices in order by whichever block of a tile finishes last.
 template <typename T, int MT, int NT>
 __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs p) {
+  pdl_start();
   constexpr int RT = MT * 16, CT = NT * 8;  // features and batch rows per block
   __shared__ float sum[CT][RT + 1];
   __shared__ bool last_block;
@@ -298,6 +299,7 @@ __device__ __forceinline__ void cp_async_wait() {
 template <typename T>
 __global__ void round_x_kernel(const float* __restrict__ x, int64_t ldx, bool x_vec, int n,
                                int64_t K, T* __restrict__ x16) {
+  pdl_start();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, per_row = K / 8;
   if (i >= n * per_row) return;
   const int row = int(i / per_row);
@@ -311,6 +313,7 @@ __global__ void round_x_kernel(const float* __restrict__ x, int64_t ldx, bool x_
 // and x16 (each 16-byte piece is then wholly inside or outside the K range).
 template <typename T>
 __global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArgs p) {
+  pdl_start();
   extern __shared__ __align__(16) unsigned char smem[];
   const T* __restrict__ W = static_cast<const T*>(p.W);
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
@@ -486,6 +489,7 @@ __global__ void linear_decode_f32_kernel(const float* __restrict__ W, int64_t M,
                                          const float* __restrict__ x, int64_t ldx, int n,
                                          float* __restrict__ y, int64_t ldy,
                                          const float* __restrict__ bias) {
+  pdl_start();
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = int(threadIdx.x) % 32;
   if (row >= M) return;
@@ -554,7 +558,7 @@ void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float
   const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, MT * 16);
   const dim3 grid(unsigned(row_tiles<MT>(W)), unsigned(p.splits), unsigned(ceil_div(n, NT * 8)));
   check_workspace(p, ws, grid);
-  linear_decode_mma_kernel<T, MT, NT><<<grid, kWarps * 32, 0, stream>>>(p);
+  launch_pdl(linear_decode_mma_kernel<T, MT, NT>, grid, dim3(kWarps * 32), 0, stream, p);
 }
 
 template <typename T>
@@ -569,14 +573,14 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
   (void)smem_set;
   const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, kGemmRows);
   const int64_t pieces = int64_t(n) * (W.cols / 8);
-  round_x_kernel<T><<<unsigned(ceil_div(pieces, 256)), 256, 0, stream>>>(
-      x, ldx, p.x_vec, n, W.cols, static_cast<T*>(ws.x16));
+  launch_pdl(round_x_kernel<T>, dim3(unsigned(ceil_div(pieces, 256))), dim3(256), 0, stream, x, ldx,
+             p.x_vec, n, W.cols, static_cast<T*>(ws.x16));
   // Batch tiles fastest, so the blocks that share a weight tile run together and read it from
   // HBM once.
   const dim3 grid(unsigned(ceil_div(n, kGemmCols)), unsigned(ceil_div(W.rows, kGemmRows)),
                   unsigned(p.splits));
   check_workspace(p, ws, grid);
-  linear_decode_gemm_kernel<T><<<grid, kGemmThreads, kGemmSmem, stream>>>(p);
+  launch_pdl(linear_decode_gemm_kernel<T>, grid, dim3(kGemmThreads), kGemmSmem, stream, p);
 }
 
 // The tile shape by batch size: one 8-row batch tile for a single sequence (the weight stream
@@ -636,8 +640,9 @@ void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, fl
       dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream);
       break;
     case gguf::DType::F32:
-      linear_decode_f32_kernel<<<unsigned(ceil_div(W.rows, kWarps)), kWarps * 32, 0, stream>>>(
-          static_cast<const float*>(W.data), W.rows, W.cols, x, ldx, n, y, ldy, bias);
+      launch_pdl(linear_decode_f32_kernel, dim3(unsigned(ceil_div(W.rows, kWarps))),
+                 dim3(kWarps * 32), 0, stream, static_cast<const float*>(W.data), W.rows, W.cols, x,
+                 ldx, n, y, ldy, bias);
       break;
     default:
       fail("linear_decode: unsupported weight dtype ", gguf::dtype_name(W.dtype));

@@ -8,6 +8,7 @@ namespace {
 __global__ void rmsnorm_residual_kernel(float* __restrict__ h, const float* __restrict__ delta,
                                         const float* __restrict__ w, int d, float eps,
                                         float* __restrict__ out) {
+  pdl_start();
   __shared__ float scratch[32];
   const int64_t row = blockIdx.x;
   float* hr = h + row * d;
@@ -35,7 +36,7 @@ void rmsnorm_residual(float* h, const float* delta, const float* w, int n, int d
   require(out != h && out != delta, "rmsnorm_residual", "out aliases an input");
   if (n == 0) return;
   const int threads = d >= 1024 ? 512 : d >= 256 ? 256 : 128;
-  rmsnorm_residual_kernel<<<n, threads, 0, stream>>>(h, delta, w, d, eps, out);
+  launch_pdl(rmsnorm_residual_kernel, dim3(n), dim3(threads), 0, stream, h, delta, w, d, eps, out);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -134,6 +134,7 @@ __global__ void __launch_bounds__(kThreads)
 template <int V>
 __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t* __restrict__ slots,
                                            int L) {
+  pdl_start();
   using Vec = std::conditional_t<V == 4, float4, float>;
   const int g = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / L);  // channel
   const int j = int(threadIdx.x) % L;
@@ -213,9 +214,9 @@ void selective_scan_step(const SelectiveScanParams& p, int n, const int32_t* slo
   while (L * V < p.d_state && L < 32) L *= 2;
   const dim3 grid(unsigned(ceil_div(int64_t(p.d_inner) * L, threads)), unsigned(n));
   if (V == 4)
-    selective_scan_step_kernel<4><<<grid, threads, 0, stream>>>(p, slots, L);
+    launch_pdl(selective_scan_step_kernel<4>, grid, dim3(threads), 0, stream, p, slots, L);
   else
-    selective_scan_step_kernel<1><<<grid, threads, 0, stream>>>(p, slots, L);
+    launch_pdl(selective_scan_step_kernel<1>, grid, dim3(threads), 0, stream, p, slots, L);
   CUDA_CHECK(cudaGetLastError());
 }
 

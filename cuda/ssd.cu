@@ -286,6 +286,7 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kStepWarps = 4;
 
 __global__ void ssd_step_kernel(SsdParams p, const int32_t* __restrict__ slots) {
+  pdl_start();
   const int P = p.head_dim, N = p.d_state, H = p.n_heads;
   const int p_blocks = (P + kStepWarps - 1) / kStepWarps;
   const int h = blockIdx.x / p_blocks, row = blockIdx.y;
@@ -406,7 +407,8 @@ void ssd_step(const SsdParams& p, int n, const int32_t* slots, cudaStream_t stre
   if (n == 0) return;
   const int64_t blocks = int64_t(p.n_heads) * ceil_div(p.head_dim, kStepWarps);
   require(blocks <= INT32_MAX, "ssd_step", "too many heads");
-  ssd_step_kernel<<<dim3(unsigned(blocks), unsigned(n)), kStepWarps * 32, 0, stream>>>(p, slots);
+  launch_pdl(ssd_step_kernel, dim3(unsigned(blocks), unsigned(n)), dim3(kStepWarps * 32), 0, stream,
+             p, slots);
   CUDA_CHECK(cudaGetLastError());
 }
 
