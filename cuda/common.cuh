@@ -142,11 +142,20 @@ namespace mamba::cuda {
 // kernel be scheduled, then waits until the previous kernel has completed and its writes are
 // visible. Since every kernel waits for its predecessor before it can complete, a kernel also
 // sees the writes of all earlier ones. Nothing happens on older GPUs or in plain launches.
-__device__ __forceinline__ void pdl_start() {
+// Reads of memory no kernel writes (weights) may go between the two halves.
+__device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
+}
+__device__ __forceinline__ void pdl_start() {
+  pdl_launch_dependents();
+  pdl_wait();
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch allowed.

@@ -117,7 +117,7 @@ struct MmaArgs {
 // K slices in order by whichever block of a tile finishes last.
 template <typename T, int MT, int NT>
 __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs p) {
-  pdl_start();
+  pdl_launch_dependents();  // pdl_wait() below, once the first weights are on their way
   constexpr int RT = MT * 16, CT = NT * 8;  // features and batch rows per block
   __shared__ float sum[CT][RT + 1];
   __shared__ bool last_block;
@@ -147,6 +147,7 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
     // 16-byte fragment reads of lanes g and g + 1 fall on different banks.
     constexpr int kSpan = kWarps * kChunk, kPad = 32;
     __shared__ __align__(16) uint16_t xs[CT][kSpan + kPad];
+    pdl_wait();
     for (int64_t cb = ch0; cb < ch1; cb += kWarps) {
       const int64_t ch = cb + warp;
       const int64_t k = ch * kChunk + 8 * c;  // past kend: loads zeros
@@ -178,17 +179,23 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
       }
     }
   } else {
-    for (int64_t ch = ch0 + warp; ch < ch1; ch += 2 * kWarps) {
-      uint32_t a[2][MT][2][4];  // [chunk][tile][row g, row g + 8][4 pairs]
+    uint32_t a[2][MT][2][4];  // [chunk][tile][row g, row g + 8][4 pairs]
+    const auto load_a = [&](int64_t ch) {  // chunks ch and ch + kWarps; past kend: zeros
 #pragma unroll
       for (int u = 0; u < 2; u++) {
-        const int64_t k = (ch + u * kWarps) * kChunk + 8 * c;  // past kend: loads zeros
+        const int64_t k = (ch + u * kWarps) * kChunk + 8 * c;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
           load_w8(W, p.M, p.K, kend, p.w_vec, row0 + mt * 16 + g, k, a[u][mt][0]);
           load_w8(W, p.M, p.K, kend, p.w_vec, row0 + mt * 16 + g + 8, k, a[u][mt][1]);
         }
       }
+    };
+    // No kernel writes the weights, so the first ones are requested before waiting for the
+    // kernel that writes x.
+    load_a(ch0 + warp);
+    pdl_wait();
+    for (int64_t ch = ch0 + warp; ch < ch1; ch += 2 * kWarps) {
 #pragma unroll
       for (int u = 0; u < 2; u++) {
         const int64_t k = (ch + u * kWarps) * kChunk + 8 * c;
@@ -206,6 +213,7 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
           }
         }
       }
+      if (ch + 2 * kWarps < ch1) load_a(ch + 2 * kWarps);
     }
   }
 
