@@ -6,124 +6,86 @@
 namespace mamba::cuda {
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kItems = 2;                    // consecutive time steps per thread
-constexpr int kChunk = kThreads * kItems;    // time steps per block iteration
+constexpr int kGroup = 16;   // lanes per channel in prefill = time steps per round
+constexpr int kThreads = 128;  // 8 channels per block
 
-// The recurrence h -> a * h + b. Applying `first` then `second` is again such a map, which
-// makes the pairs scannable in parallel.
-struct Affine {
-  float a, b;
-};
-__device__ __forceinline__ Affine then(Affine first, Affine second) {
-  return {first.a * second.a, second.a * first.b + second.b};
-}
-
-// Block-wide scan of one Affine per thread (in thread order). Returns the composition of
-// all threads before this one in *excl and of all threads in *total. `warp_tot` is shared
-// memory for kThreads / 32 entries; the call synchronises the block twice.
-__device__ __forceinline__ void block_scan(Affine v, Affine* warp_tot, Affine* excl,
-                                           Affine* total) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  Affine inc = v;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const Affine prev = {__shfl_up_sync(0xffffffffu, inc.a, o),
-                         __shfl_up_sync(0xffffffffu, inc.b, o)};
-    if (lane >= o) inc = then(prev, inc);
-  }
-  Affine wex = {__shfl_up_sync(0xffffffffu, inc.a, 1), __shfl_up_sync(0xffffffffu, inc.b, 1)};
-  if (lane == 0) wex = {1.0f, 0.0f};
-  if (lane == 31) warp_tot[warp] = inc;
-  __syncthreads();
-  Affine pre = {1.0f, 0.0f}, all = {1.0f, 0.0f};
-#pragma unroll
-  for (int w = 0; w < kThreads / 32; w++) {
-    if (w < warp) pre = then(pre, warp_tot[w]);
-    all = then(all, warp_tot[w]);
-  }
-  *excl = then(pre, wex);
-  *total = all;
-  __syncthreads();  // warp_tot is rewritten by the next call
-}
-
-// Block (channel c, sequence). Walks the sequence in chunks of kChunk steps; inside a chunk
-// each thread owns kItems consecutive steps. For every state index n the chunk is one
-// parallel scan of (exp(dt*A), dt*B*x) pairs seeded with the state carried from the previous
-// chunk.
+// Prefill: a group of 16 lanes per (sequence, channel) walks the sequence in order, lane j
+// owning the state entries j, j + 16, ... (V of them, d_state <= 16 V). Each step is the exact
+// recurrence, in float32, one step after another:
+//   h = exp(dt * A) * h + dt * B[t] * x[t];   y[t] = h . C[t] + D * x[t], times silu(z[t])
+// Work that is per step rather than per state is shared out over a round of 16 steps: lane j
+// computes softplus(dt + dt_bias) and dt * x of step j of the round (the group reads them
+// with shuffles), keeps every step's partial h . C over its own entries, and after the round a
+// reduce-scatter (each lane sends half of what it holds, four times) leaves step j's full sum
+// on lane j, which gates and writes y for that step. So a step costs its V exponentials and
+// FMAs plus two shuffles, and 4096 channels x 16 lanes keep every SM busy.
+template <int V>
 __global__ void __launch_bounds__(kThreads)
     selective_scan_prefill_kernel(SelectiveScanParams p, SeqBatch batch) {
-  extern __shared__ float smem[];  // Bs (kChunk, N), Cs (kChunk, N)
-  __shared__ Affine warp_tot[kThreads / 32];
-  __shared__ float carry[2][kMaxScanState];  // state at the chunk start; ping-pong by chunk
-
-  const int c = blockIdx.x, seq = blockIdx.y, tid = threadIdx.x;
-  const int N = p.d_state;
-  const int t_begin = batch.start[seq];
-  const int len = batch.start[seq + 1] - t_begin;
+  const int lane = int(threadIdx.x) % kGroup;
+  const int ch = int(blockIdx.x) * (kThreads / kGroup) + int(threadIdx.x) / kGroup;
+  const bool valid = ch < p.d_inner;  // whole groups are valid or not; all lanes shuffle
+  const int c = valid ? ch : 0;
+  const int seq = int(blockIdx.y), N = p.d_state;
+  const int64_t t_begin = batch.start[seq];
+  const int len = batch.start[seq + 1] - batch.start[seq];
   float* st = p.state.base + int64_t(batch.slots[seq]) * p.state.slot_stride + int64_t(c) * N;
-  float* Bs = smem;
-  float* Cs = smem + kChunk * N;
-  for (int n = tid; n < N; n += kThreads) carry[0][n] = st[n];
+  float h[V], a[V];
+#pragma unroll
+  for (int v = 0; v < V; v++) {
+    const int n = lane + kGroup * v;
+    h[v] = n < N ? st[n] : 0.0f;
+    a[v] = n < N ? p.A[int64_t(c) * N + n] : 0.0f;
+  }
   const float bias = p.dt_bias[c], Dc = p.D[c];
-  const float* Ac = p.A + int64_t(c) * N;
-
-  int par = 0;
-  for (int c0 = 0; c0 < len; c0 += kChunk, par ^= 1) {
-    const int n_valid = min(kChunk, len - c0);
-    __syncthreads();  // the previous chunk is done with Bs, Cs and carry[par]
-    for (int i = tid; i < n_valid * N; i += kThreads) {
-      const int64_t row = t_begin + c0 + i / N;
-      Bs[i] = p.B[row * p.ldbc + i % N];
-      Cs[i] = p.C[row * p.ldbc + i % N];
-    }
-    float xv[kItems], dv[kItems], yv[kItems];
+  for (int t0 = 0; t0 < len; t0 += kGroup) {
+    // This lane's step of the round. Steps past the end have dt = 0: exp(0) = 1 and no input,
+    // so they leave h as it is.
+    const bool mine = t0 + lane < len;
+    const int64_t row = t_begin + t0 + lane;
+    const float xm = mine ? p.x[row * p.d_inner + c] : 0.0f;
+    // dt = softplus(dt + dt_bias)
+    const float dtm = mine ? softplus(p.dt[row * p.d_inner + c] + bias) : 0.0f;
+    const float dtxm = dtm * xm;
+    float yp[kGroup];  // yp[s]: this lane's entries' share of h . C at step s of the round
 #pragma unroll
-    for (int i = 0; i < kItems; i++) {
-      const int local = tid * kItems + i;
-      const int64_t row = t_begin + c0 + local;
-      const bool valid = local < n_valid;
-      xv[i] = valid ? p.x[row * p.d_inner + c] : 0.0f;
-      dv[i] = valid ? softplus(p.dt[row * p.d_inner + c] + bias) : 0.0f;
-      yv[i] = 0.0f;
-    }
-    __syncthreads();
-    for (int n = 0; n < N; n++) {
-      const float a = Ac[n];
-      Affine loc[kItems];
-      Affine run = {1.0f, 0.0f};
+    for (int s = 0; s < kGroup; s++) {
+      const float dt = __shfl_sync(0xffffffffu, dtm, s, kGroup);
+      const float dtx = __shfl_sync(0xffffffffu, dtxm, s, kGroup);
+      const bool in = t0 + s < len;
+      const float* B = p.B + (t_begin + t0 + s) * p.ldbc;
+      const float* C = p.C + (t_begin + t0 + s) * p.ldbc;
+      float acc = 0.0f;
 #pragma unroll
-      for (int i = 0; i < kItems; i++) {
-        const int local = tid * kItems + i;
-        // Padding steps past the end are the identity map, so the chunk total is the state
-        // after the last real step.
-        const Affine e = local < n_valid ? Affine{expf(dv[i] * a), dv[i] * Bs[local * N + n] * xv[i]}
-                                         : Affine{1.0f, 0.0f};
-        run = then(run, e);
-        loc[i] = run;
+      for (int v = 0; v < V; v++) {
+        const int n = lane + kGroup * v;
+        const bool use = in && n < N;
+        h[v] = expf(dt * a[v]) * h[v] + dtx * (use ? B[n] : 0.0f);
+        acc += h[v] * (use ? C[n] : 0.0f);
       }
-      Affine excl, total;
-      block_scan(run, warp_tot, &excl, &total);
-      const float h_in = carry[par][n];
-      const float h0 = excl.a * h_in + excl.b;  // state before this thread's first step
-#pragma unroll
-      for (int i = 0; i < kItems; i++) {
-        const int local = tid * kItems + i;
-        if (local < n_valid) yv[i] += (loc[i].a * h0 + loc[i].b) * Cs[local * N + n];
-      }
-      if (tid == 0) carry[par ^ 1][n] = total.a * h_in + total.b;
+      yp[s] = acc;
     }
+    // Reduce-scatter over the group: afterwards yp[0] on lane j is step j's sum over all lanes.
 #pragma unroll
-    for (int i = 0; i < kItems; i++) {
-      const int local = tid * kItems + i;
-      if (local < n_valid) {
-        const int64_t row = t_begin + c0 + local;
-        p.y[row * p.d_inner + c] = (yv[i] + Dc * xv[i]) * silu(p.z[row * p.ldz + c]);
+    for (int o = kGroup / 2; o > 0; o >>= 1) {
+      const bool upper = lane & o;
+#pragma unroll
+      for (int i = 0; i < o; i++) {
+        const float send = upper ? yp[i] : yp[i + o];
+        const float keep = upper ? yp[i + o] : yp[i];
+        yp[i] = keep + __shfl_xor_sync(0xffffffffu, send, o, kGroup);
       }
+    }
+    // y = (h . C + D * x) * silu(z)
+    if (valid && mine) p.y[row * p.d_inner + c] = (yp[0] + Dc * xm) * silu(p.z[row * p.ldz + c]);
+  }
+  if (valid) {
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+      const int n = lane + kGroup * v;
+      if (n < N) st[n] = h[v];
     }
   }
-  __syncthreads();
-  for (int n = tid; n < N; n += kThreads) st[n] = carry[par][n];
 }
 
 // A group of L lanes per (row, channel): lane j owns the V consecutive state entries at V*j,
@@ -189,12 +151,13 @@ void selective_scan_prefill(const SelectiveScanParams& p, const SeqBatch& batch,
   require(batch.start && batch.slots && batch.n_seq >= 0 && batch.n_seq <= 65535,
           "selective_scan_prefill", "bad batch");
   if (batch.n_seq == 0 || batch.max_len == 0) return;
-  const size_t smem = size_t(2) * kChunk * p.d_state * sizeof(float);
-  if (smem > 48 * 1024)
-    CUDA_CHECK(cudaFuncSetAttribute(selective_scan_prefill_kernel,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  selective_scan_prefill_kernel<<<dim3(unsigned(p.d_inner), unsigned(batch.n_seq)), kThreads,
-                                  smem, stream>>>(p, batch);
+  const dim3 grid(unsigned(ceil_div(p.d_inner, kThreads / kGroup)), unsigned(batch.n_seq));
+  if (p.d_state <= kGroup)
+    selective_scan_prefill_kernel<1><<<grid, kThreads, 0, stream>>>(p, batch);
+  else if (p.d_state <= 2 * kGroup)
+    selective_scan_prefill_kernel<2><<<grid, kThreads, 0, stream>>>(p, batch);
+  else
+    selective_scan_prefill_kernel<4><<<grid, kThreads, 0, stream>>>(p, batch);
   CUDA_CHECK(cudaGetLastError());
 }
 
