@@ -38,15 +38,28 @@ __global__ void __launch_bounds__(kThreads)
     a[v] = n < N ? p.A[int64_t(c) * N + n] : 0.0f;
   }
   const float bias = p.dt_bias[c], Dc = p.D[c];
+  // This lane's x, dt and z of the next round, loaded a round ahead: the loads are then in
+  // flight while the current round computes.
+  float x_next = 0.0f, dt_next = 0.0f, z_next = 0.0f;
+  const auto load_round = [&](int t0) {
+    if (t0 + lane < len) {
+      const int64_t row = t_begin + t0 + lane;
+      x_next = p.x[row * p.d_inner + c];
+      dt_next = p.dt[row * p.d_inner + c];
+      z_next = p.z[row * p.ldz + c];
+    }
+  };
+  load_round(0);
   for (int t0 = 0; t0 < len; t0 += kGroup) {
     // This lane's step of the round. Steps past the end have dt = 0: exp(0) = 1 and no input,
     // so they leave h as it is.
     const bool mine = t0 + lane < len;
     const int64_t row = t_begin + t0 + lane;
-    const float xm = mine ? p.x[row * p.d_inner + c] : 0.0f;
+    const float xm = mine ? x_next : 0.0f, zm = z_next;
     // dt = softplus(dt + dt_bias)
-    const float dtm = mine ? softplus(p.dt[row * p.d_inner + c] + bias) : 0.0f;
+    const float dtm = mine ? softplus(dt_next + bias) : 0.0f;
     const float dtxm = dtm * xm;
+    load_round(t0 + kGroup);
     float yp[kGroup];  // yp[s]: this lane's entries' share of h . C at step s of the round
 #pragma unroll
     for (int s = 0; s < kGroup; s++) {
@@ -77,7 +90,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     // y = (h . C + D * x) * silu(z)
-    if (valid && mine) p.y[row * p.d_inner + c] = (yp[0] + Dc * xm) * silu(p.z[row * p.ldz + c]);
+    if (valid && mine) p.y[row * p.d_inner + c] = (yp[0] + Dc * xm) * silu(zm);
   }
   if (valid) {
 #pragma unroll

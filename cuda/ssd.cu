@@ -100,15 +100,31 @@ __global__ void ssd_dt_kernel(SsdParams p, SeqBatch batch, float* dt_ws, float* 
   const ChunkPos c = chunk_pos(batch);
   if (!c.valid) return;
   const int H = p.n_heads;
-  for (int h = threadIdx.x; h < H; h += blockDim.x) {
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  // A warp per head: 32 rows at a time, an inclusive warp scan of dt * A on top of the sum so
+  // far (the rows one after another would leave 31 lanes idle and chain 256 dependent loads).
+  for (int h = warp; h < H; h += int(blockDim.x) / 32) {
     const float bias = p.dt_bias[h], a = p.A[h];
-    float cum = 0.0f;
-    for (int l = 0; l < c.n_rows; l++) {
+    float carry = 0.0f;
+    for (int l0 = 0; l0 < c.n_rows; l0 += 32) {
+      const int l = l0 + lane;
       const int64_t row = c.row0 + l;
-      const float dt = fminf(fmaxf(softplus(p.dt[row * p.lddt + h] + bias), p.dt_min), p.dt_max);
-      cum += dt * a;
-      dt_ws[row * H + h] = dt;
-      cs_ws[row * H + h] = cum;
+      // dt = clamp(softplus(dt + dt_bias), dt_min, dt_max)
+      const float dt =
+          l < c.n_rows ? fminf(fmaxf(softplus(p.dt[row * p.lddt + h] + bias), p.dt_min), p.dt_max)
+                       : 0.0f;
+      float cum = dt * a;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float v = __shfl_up_sync(0xffffffffu, cum, o);
+        if (lane >= o) cum += v;
+      }
+      cum += carry;
+      if (l < c.n_rows) {
+        dt_ws[row * H + h] = dt;
+        cs_ws[row * H + h] = cum;
+      }
+      carry = __shfl_sync(0xffffffffu, cum, 31);
     }
   }
 }
@@ -177,12 +193,23 @@ __global__ void ssd_state_pass_kernel(SsdParams p, SeqBatch batch, const float* 
   float* st = p.state.base + int64_t(batch.slots[seq]) * p.state.slot_stride + h * PN + e;
   float s = *st;
   const int n_chunks = (len + Q - 1) / Q;
+  const auto chunk_state = [&](int k) {
+    return states + ((int64_t(seq) * max_chunks + k) * H + h) * PN + e;
+  };
+  const auto chunk_decay = [&](int k) {  // cs at the chunk's last row
+    return cs_ws[(int64_t(t_begin) + min(len, (k + 1) * Q) - 1) * H + h];
+  };
+  // The next chunk's values are loaded before this chunk's store, so the loads overlap
+  // instead of each waiting for the store before it.
+  float own = n_chunks > 0 ? *chunk_state(0) : 0.0f;
+  float cs = n_chunks > 0 ? chunk_decay(0) : 0.0f;
   for (int k = 0; k < n_chunks; k++) {
-    float* cst = states + ((int64_t(seq) * max_chunks + k) * H + h) * PN + e;
-    const float own = *cst;
-    *cst = s;
-    const int last = min(len, (k + 1) * Q) - 1;
-    s = expf(cs_ws[(int64_t(t_begin) + last) * H + h]) * s + own;
+    const float own_next = k + 1 < n_chunks ? *chunk_state(k + 1) : 0.0f;
+    const float cs_next = k + 1 < n_chunks ? chunk_decay(k + 1) : 0.0f;
+    *chunk_state(k) = s;
+    s = expf(cs) * s + own;
+    own = own_next;
+    cs = cs_next;
   }
   *st = s;
 }
@@ -386,7 +413,7 @@ void ssd_prefill(const SsdParams& p, const SeqBatch& batch, void* workspace,
   const dim3 chunks(unsigned(w.max_chunks), unsigned(batch.n_seq));
   const dim3 chunks_heads(unsigned(w.max_chunks), unsigned(batch.n_seq), unsigned(p.n_heads));
 
-  ssd_dt_kernel<<<chunks, 128, 0, stream>>>(p, batch, dt_ws, cs_ws);
+  ssd_dt_kernel<<<chunks, 512, 0, stream>>>(p, batch, dt_ws, cs_ws);  // a warp per head
   CUDA_CHECK(cudaGetLastError());
   ssd_chunk_state_kernel<<<chunks_heads, kThreads, state_smem, stream>>>(p, batch, dt_ws, cs_ws,
                                                                          states, w.max_chunks);
