@@ -60,21 +60,29 @@ __global__ void __launch_bounds__(kThreads)
     const float dtm = mine ? softplus(dt_next + bias) : 0.0f;
     const float dtxm = dtm * xm;
     load_round(t0 + kGroup);
+    // The round's B and C entries of this lane, all requested before the first step needs them.
+    float Bv[kGroup][V], Cv[kGroup][V];
+#pragma unroll
+    for (int s = 0; s < kGroup; s++) {
+      const int64_t r = t_begin + t0 + s;
+#pragma unroll
+      for (int v = 0; v < V; v++) {
+        const int n = lane + kGroup * v;
+        const bool use = t0 + s < len && n < N;
+        Bv[s][v] = use ? p.B[r * p.ldbc + n] : 0.0f;
+        Cv[s][v] = use ? p.C[r * p.ldbc + n] : 0.0f;
+      }
+    }
     float yp[kGroup];  // yp[s]: this lane's entries' share of h . C at step s of the round
 #pragma unroll
     for (int s = 0; s < kGroup; s++) {
       const float dt = __shfl_sync(0xffffffffu, dtm, s, kGroup);
       const float dtx = __shfl_sync(0xffffffffu, dtxm, s, kGroup);
-      const bool in = t0 + s < len;
-      const float* B = p.B + (t_begin + t0 + s) * p.ldbc;
-      const float* C = p.C + (t_begin + t0 + s) * p.ldbc;
       float acc = 0.0f;
 #pragma unroll
       for (int v = 0; v < V; v++) {
-        const int n = lane + kGroup * v;
-        const bool use = in && n < N;
-        h[v] = expf(dt * a[v]) * h[v] + dtx * (use ? B[n] : 0.0f);
-        acc += h[v] * (use ? C[n] : 0.0f);
+        h[v] = expf(dt * a[v]) * h[v] + dtx * Bv[s][v];
+        acc += h[v] * Cv[s][v];
       }
       yp[s] = acc;
     }
