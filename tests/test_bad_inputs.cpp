@@ -2,38 +2,29 @@
 // case runs the real tool and must end within seconds, never on a signal, with the expected exit
 // code and exactly one line on stderr: "error: ..." or "warning: ..." holding the expected text.
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
 #include "gguf/gguf.h"
 #include "model/model.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
+using namespace mamba::test;
 using nlohmann::json;
 
 namespace {
 
 const std::string kDir = MAMBA_SOURCE_DIR "/tests/bad-inputs";
 constexpr unsigned kTimeoutSeconds = 30;  // generous for sanitizer builds; cases take well under 1 s
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string unhex(const std::string& hex) {
   std::string out;
@@ -61,28 +52,10 @@ struct Outcome {
   std::string out, err;
 };
 
-// fork + exec with stdout/stderr to files; alarm() survives exec, so a hang ends in SIGALRM.
+// Without a shell, stdout and stderr to files; a hang ends in SIGALRM.
 Outcome run_tool(const std::vector<std::string>& argv, const std::string& tmp) {
   const std::string out_path = tmp + "/stdout", err_path = tmp + "/stderr";
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    const int o = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int e = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int in = open("/dev/null", O_RDONLY);
-    if (o < 0 || e < 0 || in < 0) _exit(126);
-    dup2(in, 0);
-    dup2(o, 1);
-    dup2(e, 2);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    alarm(kTimeoutSeconds);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
+  const int status = wait_child(spawn(argv, out_path, err_path, kTimeoutSeconds));
   Outcome r;
   r.signalled = WIFSIGNALED(status);
   if (r.signalled) r.signal = WTERMSIG(status);

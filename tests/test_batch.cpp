@@ -1,10 +1,7 @@
 // Continuous batching: the Scheduler against generate(), and mamba-batch as a process
 // (malformed lines, --ordered, SIGTERM / SIGKILL then --resume, batch invariance).
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -24,9 +21,11 @@
 #include "engine/scheduler.h"
 #include "model/model.h"
 #include "model/random_model.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace mamba;
+using namespace mamba::test;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -34,13 +33,6 @@ namespace {
 
 const fs::path kTmp = fs::path(MAMBA_TEST_TMP) / "batch";
 const std::string kBatch = (fs::path(MAMBA_BIN_DIR) / "mamba-batch").string();
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::string write_model(const std::string& name, RandomModelOptions o) {
   fs::create_directories(kTmp);
@@ -119,39 +111,21 @@ struct Child {
   fs::path err;  // its stderr
 };
 
-Child spawn(const std::vector<std::string>& argv, const std::string& tag) {
+// stdout dropped (the records go to --output), stderr to kTmp/<tag>.stderr; a hang ends in
+// SIGALRM after 120 s.
+Child start(const std::vector<std::string>& argv, const std::string& tag) {
   Child c;
   c.err = kTmp / (tag + ".stderr");
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    const int e = open(c.err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int nul = open("/dev/null", O_RDWR);
-    if (e < 0 || nul < 0) _exit(126);
-    dup2(nul, 0);
-    dup2(nul, 1);
-    dup2(e, 2);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    alarm(120);  // a hang ends in SIGALRM
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  c.pid = pid;
+  c.pid = spawn(argv, "/dev/null", c.err.string(), 120);
   return c;
 }
 
 // Exit code, or 128 + signal.
-int wait_for(const Child& c) {
-  int status = 0;
-  REQUIRE(waitpid(c.pid, &status, 0) == c.pid);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+int wait_for(const Child& c) { return exit_status(wait_child(c.pid)); }
 
 int run_batch(std::vector<std::string> args, const std::string& tag, std::string* err = nullptr) {
   args.insert(args.begin(), kBatch);
-  const Child c = spawn(args, tag);
+  const Child c = start(args, tag);
   const int rc = wait_for(c);
   if (err) *err = slurp(c.err);
   return rc;
@@ -697,7 +671,7 @@ int interrupt(const KillJob& job, const fs::path& out, int sig, bool resume, siz
                                    "-t",
                                    "1"};
   if (resume) args.push_back("--resume");
-  const Child c = spawn(args, "kill");
+  const Child c = start(args, "kill");
   const auto t0 = std::chrono::steady_clock::now();
   while (count_lines(out) <= lines) {
     REQUIRE(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60));

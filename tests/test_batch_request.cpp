@@ -7,12 +7,13 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 
 #include "engine/batch_request.h"
+#include "test_util.h"
 
 using namespace mamba;
+using namespace mamba::test;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -37,13 +38,6 @@ Failure failure(const std::string& line, int64_t line_no = 5) {
   }
   FAIL("no error for: " << line);
   return {};
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 }  // namespace

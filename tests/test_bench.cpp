@@ -3,12 +3,10 @@
 // bad arguments). No timing is asserted: only that the matrix, the fields and the files are
 // right and the speeds positive.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -21,9 +19,11 @@
 #include "common/error.h"
 #include "model/model.h"
 #include "model/random_model.h"
+#include "test_util.h"
 
 using namespace mamba;
 using namespace mamba::bench;
+using namespace mamba::test;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -32,23 +32,7 @@ namespace {
 const fs::path kTmp = fs::path(MAMBA_TEST_TMP) / "bench";
 const std::string kBench = (fs::path(MAMBA_BIN_DIR) / "mamba-bench").string();
 
-// Runs a shell command; returns the exit status and its stdout (stderr goes to *err).
-int run(const std::string& cmd, std::string* out, std::string* err) {
-  const std::string err_path = (kTmp / "stderr.txt").string();
-  FILE* p = popen((cmd + " 2>" + err_path).c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int status = pclose(p);
-  *out = text;
-  std::ifstream f(err_path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  *err = ss.str();
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+const fs::path kErr = kTmp / "stderr.txt";  // the tool's stderr, read back after each run
 
 std::vector<std::string> lines(const std::string& s) {
   std::vector<std::string> v;
@@ -235,7 +219,7 @@ TEST_CASE("bench: the host copy-bandwidth probe returns a positive figure") {
 TEST_CASE("bench: -o json has the whole matrix with every field") {
   const std::string model = write_model("tool.gguf", mamba1_tiny());
   std::string out, err;
-  REQUIRE(run(kBench + " -m " + model + kArgs + " -o json", &out, &err) == 0);
+  REQUIRE(run(kBench + " -m " + model + kArgs + " -o json", &out, &err, kErr) == 0);
   const json j = json::parse(out);
   REQUIRE(j.is_array());
   CHECK(j.size() == kTests.size());
@@ -286,7 +270,7 @@ TEST_CASE("bench: -o json has the whole matrix with every field") {
 TEST_CASE("bench: -o csv has a header and one line per test") {
   const std::string model = write_model("tool.gguf", mamba1_tiny());
   std::string out, err;
-  REQUIRE(run(kBench + " -m " + model + kArgs + " -o csv", &out, &err) == 0);
+  REQUIRE(run(kBench + " -m " + model + kArgs + " -o csv", &out, &err, kErr) == 0);
   const std::vector<std::string> ls = lines(out);
   REQUIRE(ls.size() == 1 + kTests.size());
   CHECK(ls[0] == csv_header());
@@ -310,7 +294,7 @@ TEST_CASE("bench: the markdown table and the SVG plot") {
   const std::string svg_path = (kTmp / "plot.svg").string();
   fs::remove(svg_path);
   std::string out, err;
-  REQUIRE(run(kBench + " -m " + model + kArgs + " --plot " + svg_path, &out, &err) == 0);
+  REQUIRE(run(kBench + " -m " + model + kArgs + " --plot " + svg_path, &out, &err, kErr) == 0);
   const std::vector<std::string> ls = lines(out);
   REQUIRE(ls.size() == 2 + kTests.size());
   const std::vector<std::string> head = md_cells(ls[0]);
@@ -331,10 +315,7 @@ TEST_CASE("bench: the markdown table and the SVG plot") {
   }
   CHECK(names == kTests);
 
-  std::ifstream f(svg_path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string svg = trim(ss.str());
+  const std::string svg = trim(slurp(svg_path));
   CHECK(svg.rfind("<svg", 0) == 0);
   CHECK(svg.size() > 6);
   CHECK(svg.substr(svg.size() - 6) == "</svg>");
@@ -378,7 +359,7 @@ TEST_CASE("bench: bad arguments give one error line and exit 1") {
   for (const Case& c : cases) {
     CAPTURE(c.args);
     std::string out, err;
-    CHECK(run(kBench + " -m " + model + " --copy-mib 8" + c.args, &out, &err) == 1);
+    CHECK(run(kBench + " -m " + model + " --copy-mib 8" + c.args, &out, &err, kErr) == 1);
     CHECK(out.empty());
     const std::vector<std::string> ls = lines(err);
     REQUIRE(ls.size() == 1);
@@ -386,6 +367,7 @@ TEST_CASE("bench: bad arguments give one error line and exit 1") {
     CHECK(ls[0].find(c.expect) != std::string::npos);
   }
   std::string out, err;
-  CHECK(run(kBench + " -m " + (kTmp / "missing.gguf").string() + " -p 8 -n 0", &out, &err) == 1);
+  CHECK(run(kBench + " -m " + (kTmp / "missing.gguf").string() + " -p 8 -n 0", &out, &err,
+            kErr) == 1);
   CHECK(lines(err).size() == 1);
 }

@@ -3,10 +3,8 @@
 // flags, prompt sources, the prompt cache, state files, interactive mode over a pipe, and its
 // errors. (Interactive mode on a real terminal: test_cli_interactive.cpp.)
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -20,9 +18,11 @@
 #include "engine/state_file.h"
 #include "model/model.h"
 #include "model/random_model.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace mamba;
+using namespace mamba::test;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -30,19 +30,6 @@ namespace {
 
 const fs::path kTmp = fs::path(MAMBA_TEST_TMP) / "cli";
 const std::string kCli = (fs::path(MAMBA_BIN_DIR) / "mamba-cli").string();
-
-// Runs a shell command; returns the exit status (128 + signal when killed) and its output.
-int run(const std::string& cmd, std::string* out) {
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int status = pclose(p);
-  *out = text;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 RandomModelOptions options(int32_t eos) {
   RandomModelOptions o;
@@ -169,8 +156,7 @@ TEST_CASE("cli: bad input exits 1 with one error line, never a signal") {
   // Truncated and garbage files.
   const std::string trunc = (kTmp / "truncated.gguf").string();
   {
-    std::ifstream in(model_path, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string bytes = slurp(model_path);
     for (size_t keep : {bytes.size() / 2, size_t(100), size_t(3)}) {
       std::ofstream(trunc, std::ios::binary | std::ios::trunc)
           .write(bytes.data(), std::streamsize(keep));
@@ -229,14 +215,10 @@ namespace {
 
 const std::string kDemo = MAMBA_DEFAULT_MODEL;
 
-// Runs a command with stderr to a file: exit status, stdout and stderr apart.
+// Exit status, stdout and stderr apart (stderr through a file in kTmp).
 int run2(const std::string& cmd, std::string* out, std::string* err) {
   fs::create_directories(kTmp);
-  const std::string err_path = (kTmp / "stderr.txt").string();
-  const int rc = run(cmd + " 2>" + err_path, out);
-  std::ifstream f(err_path, std::ios::binary);
-  err->assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-  return rc;
+  return run(cmd, out, err, kTmp / "stderr.txt");
 }
 
 json run_json(const std::string& args) {
@@ -250,11 +232,6 @@ json run_json(const std::string& args) {
 std::string quoted(const std::string& s) {
   REQUIRE(s.find('\'') == std::string::npos);
   return "'" + s + "'";
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
 // The bundled model's greedy continuation through the library: what the CLI must print.

@@ -2,29 +2,15 @@
 // a continued second turn, /reset, Ctrl-C during a generation, Ctrl-C at the prompt, Ctrl-D).
 // Skipped, and says so, where tmux is not installed.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 
+#include "test_util.h"
+
 namespace fs = std::filesystem;
-
-namespace {
-
-int run(const std::string& cmd, std::string* out) {
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  out->clear();
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
-  const int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-}  // namespace
+using namespace mamba::test;
 
 TEST_CASE("mamba-cli -i in a terminal: streaming, turns, /reset, Ctrl-C, Ctrl-D") {
   if (std::system("command -v tmux >/dev/null 2>&1") != 0) {

@@ -1,7 +1,6 @@
 // mamba-convert: tiny HF directories built here (config.json + safetensors with seeded random
 // weights) are converted and read back with gguf::File; every key, shape and value is checked.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,7 +11,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,8 +20,10 @@
 #include "convert/hf_config.h"
 #include "convert/safetensors.h"
 #include "gguf/gguf.h"
+#include "test_util.h"
 
 using namespace mamba;
+using namespace mamba::test;
 namespace st = mamba::safetensors;
 namespace cv = mamba::convert;
 namespace fs = std::filesystem;
@@ -78,13 +78,6 @@ std::string tmp_dir(const std::string& name) {
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 float round_to(st::DType dt, float v) {
@@ -566,7 +559,7 @@ TEST_CASE("convert: the tiny reference checkpoints in tests/fixtures convert") {
   int n = 0;
   for (const auto& d : fs::directory_iterator(root)) {
     if (!fs::exists(d.path() / "hf/config.json") || !fs::exists(d.path() / "ref.json")) continue;
-    const json ref = json::parse(read_text((d.path() / "ref.json").string()));
+    const json ref = json::parse(slurp(d.path() / "ref.json"));
     INFO(d.path().string());
     cv::ConvertOptions opt;
     opt.hf_dir = (d.path() / "hf").string();
@@ -734,11 +727,10 @@ struct Run {
   std::string out, err;
 };
 Run run_tool(const std::string& args, const std::string& scratch) {
-  const std::string out = scratch + "/stdout.txt", err = scratch + "/stderr.txt";
-  const std::string cmd = std::string("\"") + MAMBA_BIN_DIR + "/mamba-convert\" " + args + " >\"" +
-                          out + "\" 2>\"" + err + "\"";
-  const int raw = std::system(cmd.c_str());
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_text(out), read_text(err)};
+  Run r;
+  r.status = run(std::string("\"") + MAMBA_BIN_DIR + "/mamba-convert\" " + args, &r.out, &r.err,
+                 scratch + "/stderr.txt");
+  return r;
 }
 }  // namespace
 

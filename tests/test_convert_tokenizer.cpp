@@ -8,15 +8,16 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
 #include "convert/converter.h"
 #include "gguf/gguf.h"
+#include "test_util.h"
 
 using namespace mamba;
+using namespace mamba::test;
 namespace cv = mamba::convert;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -32,13 +33,6 @@ std::string tmp_dir(const std::string& name) {
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 // A config.json for a model that only needs to exist for --vocab-only: no weights, so n_vocab
@@ -354,7 +348,7 @@ TEST_CASE("tokenizer: the GPT-NeoX-20B tokenizer, padded for Mamba-1 and Mamba-2
     CHECK(f.get_int("tokenizer.ggml.bos_token_id") == 0);
     CHECK(f.get_int("tokenizer.ggml.eos_token_id") == 0);
     CHECK(f.get_int("tokenizer.ggml.unknown_token_id") == 0);
-    CHECK(f.get_str("tokenizer.huggingface.json") == read_text(kNeox));
+    CHECK(f.get_str("tokenizer.huggingface.json") == slurp(kNeox));
   }
 }
 
@@ -389,5 +383,5 @@ TEST_CASE("tokenizer: the Mistral v3 SentencePiece model (Mamba-Codestral's)") {
   CHECK(f.get_int("tokenizer.ggml.eos_token_id") == 2);
   CHECK(f.get_int("tokenizer.ggml.unknown_token_id") == 0);
   CHECK(f.get_bool("tokenizer.ggml.add_bos_token") == true);
-  CHECK(f.find("tokenizer.sentencepiece.model")->bytes == read_text(kMistral));
+  CHECK(f.find("tokenizer.sentencepiece.model")->bytes == slurp(kMistral));
 }

@@ -4,14 +4,10 @@
 // held-out perplexity equals transformers' within 0.1%, and greedy text is the same text.
 // Also the perplexity protocol itself (src/engine/perplexity.h) on a small random model.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,9 +17,11 @@
 #include "engine/perplexity.h"
 #include "model/model.h"
 #include "model/random_model.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace mamba;
+using namespace mamba::test;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -34,27 +32,7 @@ const fs::path kModel = kSource / "models" / "mamba2-code-19m-f16.gguf";
 const fs::path kFixtures = kSource / "tests" / "fixtures" / "demo";
 const std::string kPerplexityTool = (fs::path(MAMBA_BIN_DIR) / "mamba-perplexity").string();
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE_MESSAGE(in, "cannot open " << path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 json reference() { return json::parse(read_file(kFixtures / "reference.json")); }
-
-int run(const std::string& cmd, std::string* out) {
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int status = pclose(p);
-  *out = text;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 }  // namespace
 

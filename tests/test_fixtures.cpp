@@ -6,15 +6,16 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <sys/wait.h>
 #include <vector>
 
+#include "test_util.h"
+
 namespace fs = std::filesystem;
+using namespace mamba::test;
 using nlohmann::json;
 
 namespace {
@@ -22,19 +23,6 @@ namespace {
 const fs::path kFixtures = fs::path(MAMBA_SOURCE_DIR) / "tests/fixtures/models";
 const fs::path kBin = MAMBA_BIN_DIR;
 const fs::path kTmp = fs::path(MAMBA_TEST_TMP) / "fixtures";
-
-// Runs a shell command, returns its exit status and stdout.
-int run(const std::string& cmd, std::string* out = nullptr) {
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  const int status = pclose(p);
-  if (out) *out = text;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 template <typename T>
 std::vector<T> read_raw(const fs::path& path) {

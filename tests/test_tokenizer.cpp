@@ -12,7 +12,6 @@
 #include <sentencepiece_processor.h>
 #include <unicode/uchar.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +22,7 @@
 
 #include "common/error.h"
 #include "gguf/gguf.h"
+#include "test_util.h"
 #include "tokenizer/spm_proto.h"
 #include "tokenizer/stream_decoder.h"
 #include "tokenizer/tokenizer.h"
@@ -30,6 +30,7 @@
 #include "tokenizer/utf8.h"
 
 using namespace mamba;
+using namespace mamba::test;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -56,14 +57,6 @@ bool have_tokenizer_files() {
     MESSAGE("skipped: tokenizer files not found in " << tokenizer_dir().string()); \
     return;                                                                        \
   }
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  REQUIRE_MESSAGE(in.good(), "cannot open " << p.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::vector<json> read_jsonl(const fs::path& p) {
   std::vector<json> out;
@@ -646,14 +639,8 @@ TEST_CASE("tokenizer: a small hand-made BPE vocabulary in GGUF") {
 
 namespace {
 std::string run_tool(const std::string& args) {
-  const std::string cmd = std::string(MAMBA_BIN_DIR) + "/mamba-tokenize " + args;
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
   std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  CHECK(pclose(p) == 0);
+  CHECK(run(std::string(MAMBA_BIN_DIR) + "/mamba-tokenize " + args, &out) == 0);
   return out;
 }
 }  // namespace
