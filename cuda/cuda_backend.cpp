@@ -246,6 +246,7 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
     sp.n_heads = int(c_.n_heads);
     sp.head_dim = int(c_.head_dim);
     sp.d_state = int(c_.d_state);
+    sp.n_groups = int(c_.n_groups);
     cuda::SeqBatch b;
     b.n_seq = 1;
     b.n_tok = b.max_len = max_rows_;

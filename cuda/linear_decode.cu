@@ -272,17 +272,15 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
 // The kernel above reloads activations per block and keeps one chunk in flight per warp; at 64
 // rows it streams weights at a fraction of the memory bandwidth. This one first rounds x to the
 // weight's dtype once (round_x_kernel, the same rounding as load_x8), then stages 64 features x
-// 64 batch rows x one 32-wide chunk per stage through shared memory with cp.async, several
+// 64 batch rows x four 32-wide chunks per stage through shared memory with cp.async, several
 // stages ahead; its 8 warps (2 x 4) each own a 32 x 16 output tile over the whole K slice.
 //
 // It reproduces the kernel above bit for bit, which is what keeps decode batch-invariant: the
 // same split, the same fragment permutation of each chunk (lane (g, c) holds physical K values
 // 8c .. 8c+7 of a chunk, as two mma steps), and the same order of sums. There, warp w summed the
 // chunks w, w + 4, ... of its K slice from zero and the four warp sums were added in warp order;
-// here one warp walks the residues 0..3 one after another, each from zero into `part`, adding
-// each residue's sum into `acc` when it ends: ((a0 + a1) + a2) + a3, two register sets instead
-// of four.
-// A stage holds kSub chunks of the walk: one barrier per 128 K values rather than per 32.
+// here a warp reads the chunks in memory order and keeps four register sets, set j summing the
+// chunks of warp j from zero, then adds them ((a0 + a1) + a2) + a3.
 constexpr int kGemmRows = 64, kGemmCols = 64, kGemmStages = 3, kSub = 4;
 constexpr int kGemmThreads = 256;  // 8 warps: 2 (features) x 4 (batch rows)
 constexpr int kNT = 2;              // 8-row batch tiles per warp
@@ -347,55 +345,44 @@ __global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArg
   const T* wsrc = W + (wok ? wrow : 0) * p.K + 8 * wq;
   const T* xsrc = X + int64_t(xok ? xcol : 0) * p.K + 8 * wq;
   const int dst0 = (tid / 4) * kPitch + 8 * wq;
-  // The walk: residue r = 0..3 (the n <= 8 kernel's warp), chunks ch0 + r, ch0 + r + 4, ...
-  int load_r = 0;
-  int64_t load_ch = ch0;
-  int loaded = 0;  // chunks of the walk loaded so far
-  const auto load_next = [&](int st) {  // the next kSub chunks of the walk -> stage buffer st
+  // Stage i holds the chunks ch0 + 4i .. ch0 + 4i + 3, in memory order. Chunk ch0 + 4i + j
+  // belonged to warp j of the n <= 8 kernel, so it goes into register set part[j], which sums
+  // that warp's chunks in the same order from zero.
+  static_assert(kSub == kWarps, "one chunk per residue per stage");
+  const int n_stages = (total + kSub - 1) / kSub;
+  int next_stage = 0;  // the next stage of the walk to load
+  const auto load_next = [&](int st) {  // stage next_stage -> stage buffer st
+    if (next_stage < n_stages) {
 #pragma unroll
-    for (int j = 0; j < kSub; j++) {
-      if (loaded == total) break;
-      T* ws = reinterpret_cast<T*>(smem + st * kStageBytes + j * kChunkBytes);
-      T* xs = ws + kGemmRows * kPitch;
-      const int64_t k = load_ch * kChunk;
-      const bool in_k = k + 8 * wq < kend;
-      cp_async16(ws + dst0, wsrc + k, wok && in_k);
-      cp_async16(xs + dst0, xsrc + k, xok && in_k);
-      loaded++;
-      load_ch += kWarps;
-      while (load_ch >= ch1 && load_r < kWarps - 1) load_ch = ch0 + ++load_r;
+      for (int j = 0; j < kSub; j++) {
+        const int64_t ch = ch0 + int64_t(next_stage) * kSub + j;
+        if (ch >= ch1) break;
+        T* ws = reinterpret_cast<T*>(smem + st * kStageBytes + j * kChunkBytes);
+        T* xs = ws + kGemmRows * kPitch;
+        const int64_t k = ch * kChunk;
+        const bool in_k = k + 8 * wq < kend;
+        cp_async16(ws + dst0, wsrc + k, wok && in_k);
+        cp_async16(xs + dst0, xsrc + k, xok && in_k);
+      }
     }
+    next_stage++;
   };
 
-  float acc[2][kNT][4], part[2][kNT][4];
+  float part[kWarps][2][kNT][4];
 #pragma unroll
-  for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-    for (int nt = 0; nt < kNT; nt++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) acc[mt][nt][i] = part[mt][nt][i] = 0.0f;
-  const auto end_residue = [&](int r) {
+  for (int j = 0; j < kWarps; j++)
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
       for (int nt = 0; nt < kNT; nt++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-          acc[mt][nt][i] = r == 0 ? part[mt][nt][i] : acc[mt][nt][i] + part[mt][nt][i];
-          part[mt][nt][i] = 0.0f;
-        }
-  };
+        for (int i = 0; i < 4; i++) part[j][mt][nt][i] = 0.0f;
 
-  const int n_stages = (total + kSub - 1) / kSub;
 #pragma unroll
   for (int s = 0; s < kGemmStages - 1; s++) {
     load_next(s);
     cp_async_commit();
   }
-  // Residues finished so far, and the chunk that ends the current one.
-  int done = 0;
-  int64_t last_ch = ch0 + (total > 0 ? (total - 1) / kWarps * kWarps : 0);
-  int64_t ch = ch0;  // the chunk computed in this iteration
   for (int i = 0, st = 0; i < n_stages; i++, st = st == kGemmStages - 1 ? 0 : st + 1) {
     cp_async_wait<kGemmStages - 2>();
     __syncthreads();  // stage i has landed for every thread; stage (i - 1) is free again
@@ -403,7 +390,7 @@ __global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArg
     cp_async_commit();
 #pragma unroll
     for (int j = 0; j < kSub; j++) {
-      if (i * kSub + j == total) break;
+      if (i * kSub + j >= total) break;
       const T* ws = reinterpret_cast<const T*>(smem + st * kStageBytes + j * kChunkBytes);
       const T* xs = ws + kGemmRows * kPitch;
       uint4 a[2][2];  // [tile][row g, row g + 8]
@@ -418,26 +405,26 @@ __global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArg
         const uint4 b = *reinterpret_cast<const uint4*>(xs + (wn * 8 * kNT + nt * 8 + g) * kPitch + 8 * c);
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
-          mma16816<T>(part[mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b.x, b.y);
-          mma16816<T>(part[mt][nt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b.z, b.w);
+          mma16816<T>(part[j][mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b.x, b.y);
+          mma16816<T>(part[j][mt][nt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b.z, b.w);
         }
-      }
-      if (ch == last_ch && done < kWarps - 1) {  // the residue's last chunk: on to the next
-        end_residue(done++);
-        ch = ch0 + done;
-        last_ch = ch + (ch1 - 1 - ch) / kWarps * kWarps;
-        while (ch >= ch1 && done < kWarps - 1) {  // residues with no chunk in a short slice
-          end_residue(done++);
-          ch = ch0 + done;
-          last_ch = ch + (ch1 - 1 - ch) / kWarps * kWarps;
-        }
-      } else {
-        ch += kWarps;
       }
     }
   }
   cp_async_wait<0>();
-  while (done < kWarps) end_residue(done++);
+  // The warp sums in warp order, as the n <= 8 kernel adds them: ((p0 + p1) + p2) + p3.
+  float acc[2][kNT][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int nt = 0; nt < kNT; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        float v = part[0][mt][nt][i];
+#pragma unroll
+        for (int j = 1; j < kWarps; j++) v = v + part[j][mt][nt][i];
+        acc[mt][nt][i] = v;
+      }
 
   // acc[mt][nt] = {(r, q), (r, q + 1), (r + 8, q), (r + 8, q + 1)}, r = mt*16 + g, q = nt*8 + 2c
   // within the warp's tile.

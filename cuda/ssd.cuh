@@ -15,6 +15,8 @@
 //   4. y_off = (decay o C) state_in, the contribution of everything before the chunk.
 // Steps 1, 2 and 4 are small dense matmuls run on tensor cores in TF32 with the operands
 // split into high and low halves (three products per tile), which keeps float32 accuracy.
+// C B^T depends only on the group, so it is formed once per (chunk, group) and shared by the
+// group's heads; decay and dt are applied to it per head.
 // The chunk length only changes the order of the arithmetic, never the result.
 #pragma once
 
@@ -45,8 +47,8 @@ struct SsdParams {
   float* y = nullptr;              // (n_tok, n_heads * head_dim); must not overlap inputs
 };
 
-// Scratch that ssd_prefill needs for this batch: per-step dt and decay sums, and one state
-// per chunk.
+// Scratch that ssd_prefill needs for this batch: per-step dt and decay sums, one state per
+// chunk and head, and C B^T per chunk and group.
 size_t ssd_workspace_bytes(const SsdParams& p, const SeqBatch& batch);
 
 void ssd_prefill(const SsdParams& p, const SeqBatch& batch, void* workspace,
