@@ -7,7 +7,9 @@ constexpr int kThreads = 128;    // channels per block
 constexpr int kTimeTile = 16;    // time steps per block in prefill
 
 // Output of every (t, c): fully parallel; reads the old state, so the state update runs
-// afterwards in its own kernel.
+// afterwards in its own kernel. Thread (channel, tile of kTimeTile steps) requests the tile's
+// inputs and the d_conv - 1 before it all at once, then slides the window over them, so each
+// input is read once per tile rather than d_conv times, and the reads overlap.
 __global__ void conv1d_prefill_kernel(Conv1dParams p, SeqBatch batch) {
   const int c = blockIdx.x * kThreads + threadIdx.x;
   const int seq = blockIdx.z;
@@ -15,19 +17,33 @@ __global__ void conv1d_prefill_kernel(Conv1dParams p, SeqBatch batch) {
   const int t_begin = batch.start[seq];
   const int len = batch.start[seq + 1] - t_begin;
   const int K = p.d_conv;
-  const float* st = p.state.base + int64_t(batch.slots[seq]) * p.state.slot_stride;
-  float w[kMaxConvWidth];
-  for (int k = 0; k < K; k++) w[k] = p.w[int64_t(c) * K + k];
-  const float bias = p.b ? p.b[c] : 0.0f;
   const int t0 = blockIdx.y * kTimeTile;
-  for (int t = t0; t < t0 + kTimeTile && t < len; t++) {
+  if (t0 >= len) return;
+  const float* st = p.state.base + int64_t(batch.slots[seq]) * p.state.slot_stride;
+  // in[j] = input at time t0 - (K - 1) + j; times before 0 come from the state, times past
+  // the end of the sequence are never used.
+  constexpr int kSpan = kMaxConvWidth - 1 + kTimeTile;
+  float in[kSpan];
+#pragma unroll
+  for (int j = 0; j < kSpan; j++) {
+    const int src = t0 - (K - 1) + j;
+    in[j] = src < len && j < K - 1 + kTimeTile
+                ? (src >= 0 ? p.x[int64_t(t_begin + src) * p.ldx + c]
+                            : st[int64_t(K - 1 + src) * p.dim + c])
+                : 0.0f;
+  }
+  float w[kMaxConvWidth];
+#pragma unroll
+  for (int k = 0; k < kMaxConvWidth; k++) w[k] = k < K ? p.w[int64_t(c) * K + k] : 0.0f;
+  const float bias = p.b ? p.b[c] : 0.0f;
+#pragma unroll
+  for (int i = 0; i < kTimeTile; i++) {
+    const int t = t0 + i;
+    if (t >= len) break;
     float acc = bias;
-    for (int k = 0; k < K; k++) {
-      const int src = t - (K - 1) + k;  // time index in the sequence; < 0: from the state
-      const float v = src >= 0 ? p.x[int64_t(t_begin + src) * p.ldx + c]
-                               : st[int64_t(K - 1 + src) * p.dim + c];
-      acc += w[k] * v;
-    }
+#pragma unroll
+    for (int k = 0; k < kMaxConvWidth; k++)
+      if (k < K) acc += w[k] * in[i + k];  // input at t - (K - 1) + k
     p.out[int64_t(t_begin + t) * p.dim + c] = silu(acc);
   }
 }

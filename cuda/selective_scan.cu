@@ -19,8 +19,10 @@ constexpr int kThreads = 128;  // 8 channels per block
 // reduce-scatter (each lane sends half of what it holds, four times) leaves step j's full sum
 // on lane j, which gates and writes y for that step. So a step costs its V exponentials and
 // FMAs plus two shuffles, and 4096 channels x 16 lanes keep every SM busy.
+// With V = 1, five blocks per SM (at most 102 registers) hold the 640 blocks of a 5120-channel
+// layer in one wave on an H100.
 template <int V>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, V == 1 ? 5 : 1)
     selective_scan_prefill_kernel(SelectiveScanParams p, SeqBatch batch) {
   const int lane = int(threadIdx.x) % kGroup;
   const int ch = int(blockIdx.x) * (kThreads / kGroup) + int(threadIdx.x) / kGroup;
@@ -49,7 +51,26 @@ __global__ void __launch_bounds__(kThreads)
       z_next = p.z[row * p.ldz + c];
     }
   };
+  // The round's B and C entries of this lane (each step's row, entries lane + 16 v). With
+  // V = 1 they are requested a whole round ahead, like x, dt and z, so no round waits on
+  // memory; larger V has no registers to spare and requests them as the round starts.
+  constexpr bool kAhead = V == 1;
+  float Bv[kGroup][V], Cv[kGroup][V];
+  const auto load_bc = [&](int t0, float (&Bd)[kGroup][V], float (&Cd)[kGroup][V]) {
+#pragma unroll
+    for (int s = 0; s < kGroup; s++) {
+      const int64_t r = t_begin + t0 + s;
+#pragma unroll
+      for (int v = 0; v < V; v++) {
+        const int n = lane + kGroup * v;
+        const bool use = t0 + s < len && n < N;
+        Bd[s][v] = use ? p.B[r * p.ldbc + n] : 0.0f;
+        Cd[s][v] = use ? p.C[r * p.ldbc + n] : 0.0f;
+      }
+    }
+  };
   load_round(0);
+  if constexpr (kAhead) load_bc(0, Bv, Cv);
   for (int t0 = 0; t0 < len; t0 += kGroup) {
     // This lane's step of the round. Steps past the end have dt = 0: exp(0) = 1 and no input,
     // so they leave h as it is.
@@ -60,19 +81,11 @@ __global__ void __launch_bounds__(kThreads)
     const float dtm = mine ? softplus(dt_next + bias) : 0.0f;
     const float dtxm = dtm * xm;
     load_round(t0 + kGroup);
-    // The round's B and C entries of this lane, all requested before the first step needs them.
-    float Bv[kGroup][V], Cv[kGroup][V];
-#pragma unroll
-    for (int s = 0; s < kGroup; s++) {
-      const int64_t r = t_begin + t0 + s;
-#pragma unroll
-      for (int v = 0; v < V; v++) {
-        const int n = lane + kGroup * v;
-        const bool use = t0 + s < len && n < N;
-        Bv[s][v] = use ? p.B[r * p.ldbc + n] : 0.0f;
-        Cv[s][v] = use ? p.C[r * p.ldbc + n] : 0.0f;
-      }
-    }
+    float Bn[kGroup][V], Cn[kGroup][V];  // the next round's, when kAhead
+    if constexpr (kAhead)
+      load_bc(t0 + kGroup, Bn, Cn);
+    else
+      load_bc(t0, Bv, Cv);
     float yp[kGroup];  // yp[s]: this lane's entries' share of h . C at step s of the round
 #pragma unroll
     for (int s = 0; s < kGroup; s++) {
@@ -99,6 +112,12 @@ __global__ void __launch_bounds__(kThreads)
     }
     // y = (h . C + D * x) * silu(z)
     if (valid && mine) p.y[row * p.d_inner + c] = (yp[0] + Dc * xm) * silu(zm);
+    if constexpr (kAhead) {
+#pragma unroll
+      for (int s = 0; s < kGroup; s++)
+#pragma unroll
+        for (int v = 0; v < V; v++) Bv[s][v] = Bn[s][v], Cv[s][v] = Cn[s][v];
+    }
   }
   if (valid) {
 #pragma unroll
