@@ -57,15 +57,16 @@ __global__ void __launch_bounds__(kThreads, V == 1 ? 5 : 1)
   constexpr bool kAhead = V == 1;
   float Bv[kGroup][V], Cv[kGroup][V];
   const auto load_bc = [&](int t0, float (&Bd)[kGroup][V], float (&Cd)[kGroup][V]) {
+    const int64_t r0 = (t_begin + t0) * p.ldbc + lane;  // step 0's row, this lane's entry
+    const float* Bp = p.B + r0;
+    const float* Cp = p.C + r0;
 #pragma unroll
-    for (int s = 0; s < kGroup; s++) {
-      const int64_t r = t_begin + t0 + s;
+    for (int s = 0; s < kGroup; s++, Bp += p.ldbc, Cp += p.ldbc) {
 #pragma unroll
       for (int v = 0; v < V; v++) {
-        const int n = lane + kGroup * v;
-        const bool use = t0 + s < len && n < N;
-        Bd[s][v] = use ? p.B[r * p.ldbc + n] : 0.0f;
-        Cd[s][v] = use ? p.C[r * p.ldbc + n] : 0.0f;
+        const bool use = t0 + s < len && lane + kGroup * v < N;
+        Bd[s][v] = use ? Bp[kGroup * v] : 0.0f;
+        Cd[s][v] = use ? Cp[kGroup * v] : 0.0f;
       }
     }
   };
@@ -100,13 +101,21 @@ __global__ void __launch_bounds__(kThreads, V == 1 ? 5 : 1)
       yp[s] = acc;
     }
     // Reduce-scatter over the group: afterwards yp[0] on lane j is step j's sum over all lanes.
+    static_assert(kGroup == 16, "four halvings");
 #pragma unroll
-    for (int o = kGroup / 2; o > 0; o >>= 1) {
+    for (int k = 0; k < 4; k++) {  // o = 8, 4, 2, 1; both loops have fixed trip counts, so
+      const int o = (kGroup / 2) >> k;  // every yp index is a constant after unrolling
       const bool upper = lane & o;
 #pragma unroll
-      for (int i = 0; i < o; i++) {
-        const float send = upper ? yp[i] : yp[i + o];
-        const float keep = upper ? yp[i + o] : yp[i];
+      for (int i = 0; i < kGroup / 2; i++) {
+        if (i >= o) break;
+        // The empty asm makes lo and hi opaque values, so the choice below stays a register
+        // select; otherwise the compiler turns it into a load from a chosen address, which
+        // moves yp into local memory.
+        float lo = yp[i], hi = yp[i + o];
+        asm volatile("" : "+f"(lo), "+f"(hi));
+        const float send = upper ? lo : hi;
+        const float keep = upper ? hi : lo;
         yp[i] = keep + __shfl_xor_sync(0xffffffffu, send, o, kGroup);
       }
     }
