@@ -412,48 +412,38 @@ __global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArg
     }
   }
   cp_async_wait<0>();
-  // The warp sums in warp order, as the n <= 8 kernel adds them: ((p0 + p1) + p2) + p3.
-  float acc[2][kNT][4];
-#pragma unroll
-  for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-    for (int nt = 0; nt < kNT; nt++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        float v = part[0][mt][nt][i];
-#pragma unroll
-        for (int j = 1; j < kWarps; j++) v = v + part[j][mt][nt][i];
-        acc[mt][nt][i] = v;
-      }
 
   // acc[mt][nt] = {(r, q), (r, q + 1), (r + 8, q), (r + 8, q + 1)}, r = mt*16 + g, q = nt*8 + 2c
-  // within the warp's tile.
-  const auto row_of = [&](int mt, int i) { return row0 + wm * 32 + mt * 16 + g + (i >= 2 ? 8 : 0); };
-  const auto col_of = [&](int nt, int i) { return col0 + wn * 8 * kNT + nt * 8 + 2 * c + (i & 1); };
-  if (p.splits == 1) {
+  // within the warp's tile; each_out(f) calls f(mt, nt, i, row, col) for every one of them.
+  const auto each_out = [&](auto&& f) {
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
       for (int nt = 0; nt < kNT; nt++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-          const int64_t row = row_of(mt, i);
-          const int col = col_of(nt, i);
-          if (row < p.M && col < p.n)
-            p.y[int64_t(col) * p.ldy + row] = acc[mt][nt][i] + (p.bias ? p.bias[row] : 0.0f);
-        }
+        for (int i = 0; i < 4; i++)
+          f(mt, nt, i, row0 + wm * 32 + mt * 16 + g + (i >= 2 ? 8 : 0),
+            col0 + wn * 8 * kNT + nt * 8 + 2 * c + (i & 1));
+  };
+  // The warp sums in warp order, as the n <= 8 kernel adds them: ((p0 + p1) + p2) + p3.
+  float acc[2][kNT][4];
+  each_out([&](int mt, int nt, int i, int64_t, int) {
+    float v = part[0][mt][nt][i];
+#pragma unroll
+    for (int j = 1; j < kWarps; j++) v = v + part[j][mt][nt][i];
+    acc[mt][nt][i] = v;
+  });
+  if (p.splits == 1) {
+    each_out([&](int mt, int nt, int i, int64_t row, int col) {
+      if (row < p.M && col < p.n)
+        p.y[int64_t(col) * p.ldy + row] = acc[mt][nt][i] + (p.bias ? p.bias[row] : 0.0f);
+    });
     return;
   }
   // Several K slices: as above, the tile's last block adds them in slice order.
-#pragma unroll
-  for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-    for (int nt = 0; nt < kNT; nt++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const int col = col_of(nt, i);
-        if (col < p.n) p.ws[(int64_t(split) * p.n + col) * p.Mp + row_of(mt, i)] = acc[mt][nt][i];
-      }
+  each_out([&](int mt, int nt, int i, int64_t row, int col) {
+    if (col < p.n) p.ws[(int64_t(split) * p.n + col) * p.Mp + row] = acc[mt][nt][i];
+  });
   __shared__ bool last_block;
   __threadfence();
   __syncthreads();
@@ -462,20 +452,12 @@ __global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArg
   __syncthreads();
   if (!last_block) return;
   __threadfence();
-#pragma unroll
-  for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-    for (int nt = 0; nt < kNT; nt++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const int64_t row = row_of(mt, i);
-        const int col = col_of(nt, i);
-        if (row >= p.M || col >= p.n) continue;
-        float v = 0.0f;
-        for (int s = 0; s < p.splits; s++)
-          v += __ldcg(p.ws + (int64_t(s) * p.n + col) * p.Mp + row);
-        p.y[int64_t(col) * p.ldy + row] = v + (p.bias ? p.bias[row] : 0.0f);
-      }
+  each_out([&](int, int, int, int64_t row, int col) {
+    if (row >= p.M || col >= p.n) return;
+    float v = 0.0f;
+    for (int s = 0; s < p.splits; s++) v += __ldcg(p.ws + (int64_t(s) * p.n + col) * p.Mp + row);
+    p.y[int64_t(col) * p.ldy + row] = v + (p.bias ? p.bias[row] : 0.0f);
+  });
   if (tid == 0) *counter = 0;
 }
 
