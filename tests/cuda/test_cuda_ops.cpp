@@ -211,6 +211,12 @@ TEST_CASE("conv1d: prefill and step at real and fixture shapes") {
     conv_case(dim, K, Batch({5, 1, 70}, {3, 0, 1}), false);
     conv_case(dim, K, Batch({1, 1, 1}, {2, 0, 3}), true);
   }
+  // The widths at the ends of the supported range: no state (1), and the widest window (8),
+  // whose inputs of a 16-step tile start seven steps back.
+  for (int K : {1, 2, 8}) {
+    conv_case(40, K, Batch({5, 1, 70}, {3, 0, 1}), false);
+    conv_case(40, K, Batch({1, 1, 1}, {2, 0, 3}), true);
+  }
 }
 
 // ---- Mamba-1 selective scan --------------------------------------------------------------
@@ -406,10 +412,13 @@ TEST_CASE("SSD (Mamba-2): chunked prefill and step") {
       {128, 64, 128, 8, 0.0f, inf},   // Mamba-Codestral-7B
       {16, 4, 8, 2, 0.0f, 0.3f},      // fixture mamba2_g2_bias_bf16 (dt clamp)
       {8, 16, 16, 4, 0.01f, inf},     // fixture mamba2_g4_f16, with a dt floor
+      {4, 72, 36, 2, 0.0f, inf},      // head_dim over one 64-wide slice, d_state not a tile multiple
+      {3, 5, 7, 1, 0.0f, inf},        // odd row strides: the 4-byte copy path
   };
   // Under a sanitizer: the same head geometry with fewer heads.
   const std::vector<SsdShape> quick_shapes = {
-      {4, 64, 128, 1, 0.0f, inf}, {16, 64, 128, 8, 0.0f, inf}, shapes[2], shapes[3]};
+      {4, 64, 128, 1, 0.0f, inf}, {16, 64, 128, 8, 0.0f, inf}, shapes[2], shapes[3], shapes[4],
+      shapes[5]};
   for (const auto& sh : quick() ? quick_shapes : shapes) {
     ssd_case(sh, Batch({1}, {1}), false);
     ssd_case(sh, Batch({100}, {2}), false);  // one full chunk and a partial one
@@ -422,7 +431,9 @@ TEST_CASE("SSD (Mamba-2): chunked prefill and step") {
 
 TEST_CASE("gated_rmsnorm: per-group norm of y * SiLU(z)") {
   if (no_device()) return;
-  for (auto [d_inner, G] : std::vector<std::array<int, 2>>{{5120, 1}, {8192, 8}, {64, 2}}) {
+  // Groups held in registers by 512, 256 and 32 threads, and one too large for that (16384).
+  for (auto [d_inner, G] :
+       std::vector<std::array<int, 2>>{{5120, 1}, {8192, 8}, {64, 2}, {16384, 1}}) {
     for (bool in_place : {false, true}) {
       const int n = 4;
       const int64_t ldz = 2 * int64_t(d_inner) + 9;
@@ -468,6 +479,7 @@ TEST_CASE("linear: projections in f32, f16 and bf16") {
       {3072, 768, "mamba-130m in_proj"},  {80, 1536, "mamba-130m x_proj"},
       {1536, 48, "mamba-130m dt_proj"},   {2560, 5120, "mamba-2.8b out_proj"},
       {10576, 2560, "mamba2-2.7b in_proj"}, {1000, 768, "LM head slice"},
+      {24, 37, "odd width (element-wise input rounding)"},
   };
   for (const auto& c : cases) {
     for (DType t : {DType::F32, DType::F16, DType::BF16}) {
