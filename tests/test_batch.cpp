@@ -34,11 +34,8 @@ namespace {
 const fs::path kTmp = fs::path(MAMBA_TEST_TMP) / "batch";
 const std::string kBatch = (fs::path(MAMBA_BIN_DIR) / "mamba-batch").string();
 
-std::string write_model(const std::string& name, RandomModelOptions o) {
-  fs::create_directories(kTmp);
-  const std::string path = (kTmp / name).string();
-  write_random_model(o, path);
-  return path;
+std::string write_model(const std::string& name, const RandomModelOptions& o) {
+  return test::write_model_file(kTmp, name, o);
 }
 
 RandomModelOptions small(Arch arch, uint64_t seed) {

@@ -112,10 +112,7 @@ RandomModelOptions mamba2_tiny_untied_f16() {
 }
 
 std::string write_model(const std::string& name, const RandomModelOptions& o) {
-  fs::create_directories(kTmp);
-  const std::string path = (kTmp / name).string();
-  write_random_model(o, path);
-  return path;
+  return test::write_model_file(kTmp, name, o);
 }
 
 // The arguments of the tool runs: 2 prompt lengths x 2 depths pp rows, 2 batch sizes x 2

@@ -42,10 +42,7 @@ RandomModelOptions options(int32_t eos) {
 }
 
 std::string write_model(const std::string& name, const RandomModelOptions& o) {
-  fs::create_directories(kTmp);
-  const std::string path = (kTmp / name).string();
-  write_random_model(o, path);
-  return path;
+  return test::write_model_file(kTmp, name, o);
 }
 
 const std::vector<int32_t> kPrompt = {5, 17, 300, 0, 42, 7};

@@ -24,6 +24,7 @@
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "model/random_model.h"
+#include "test_util.h"
 
 using namespace mamba;
 namespace fs = std::filesystem;
@@ -33,10 +34,7 @@ namespace {
 const fs::path kTmp = fs::path(MAMBA_TEST_TMP) / "cpu_model";
 
 std::string model_file(const std::string& name, const RandomModelOptions& o) {
-  fs::create_directories(kTmp);
-  const std::string path = (kTmp / (name + ".gguf")).string();
-  write_random_model(o, path);
-  return path;
+  return test::write_model_file(kTmp, name + ".gguf", o);
 }
 
 std::vector<int32_t> random_ids(size_t n, int64_t n_vocab, uint64_t seed) {

@@ -16,6 +16,7 @@
 #include "engine/state_file.h"
 #include "model/model.h"
 #include "model/random_model.h"
+#include "test_util.h"
 
 using namespace mamba;
 namespace fs = std::filesystem;
@@ -57,14 +58,11 @@ std::string error_of(const std::vector<uint8_t>& b, const StateFileExpect& e) {
 }
 
 std::string write_model(const std::string& name, uint64_t seed) {
-  fs::create_directories(kTmp);
   RandomModelOptions o;
   o.d_model = 32;
   o.n_vocab = 101;
   o.seed = seed;
-  const std::string path = (kTmp / name).string();
-  write_random_model(o, path);
-  return path;
+  return test::write_model_file(kTmp, name, o);
 }
 
 }  // namespace
@@ -258,9 +256,7 @@ TEST_CASE("prefilling a prompt in two parts gives the same logits as in one (the
     o.d_model = 32;
     o.n_vocab = 101;
     o.chunk_size = 4;
-    fs::create_directories(kTmp);
-    const std::string path = (kTmp / "split.gguf").string();
-    write_random_model(o, path);
+    const std::string path = test::write_model_file(kTmp, "split.gguf", o);
     const auto model = Model::load(path);
     BackendOptions bo;
     bo.n_threads = 2;

@@ -1,8 +1,8 @@
 // Process and file utilities for the tests that run the built tools as processes: a shell
 // command with its output and exit status captured (popen), a child started with fork + exec
 // under a time limit (for tests that must signal it or keep its stdout and stderr apart without
-// a shell), and a whole file read into a string. Header-only so that each test executable
-// includes just what it uses.
+// a shell), a whole file read into a string, and a random-weight model written to a file.
+// Header-only so that each test executable includes just what it uses.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -17,7 +17,18 @@
 #include <string>
 #include <vector>
 
+#include "model/random_model.h"
+
 namespace mamba::test {
+
+// Writes a random-weight model as dir/name (creating dir) and returns the file's path.
+inline std::string write_model_file(const std::filesystem::path& dir, const std::string& name,
+                                    const RandomModelOptions& o) {
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / name).string();
+  write_random_model(o, path);
+  return path;
+}
 
 // The whole file's bytes; empty when it does not exist (yet), as for the output file of a job
 // still starting.
