@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "engine/cli_session.h"
 
 using namespace mamba;
@@ -145,22 +146,9 @@ int main(int argc, char** argv) {
       ->type_name("FILE")
       ->group(kOutput);
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s (see mamba-cli --help)\n", e.what());
-    return 1;
-  }
-  if (p->count() > 0) o.prompt = prompt;
-  if (n->count() > 0) o.n_predict = n_predict;
-  try {
+  return tool_main(app, argc, argv, [&] {
+    if (p->count() > 0) o.prompt = prompt;
+    if (n->count() > 0) o.n_predict = n_predict;
     return run_cli(o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  });
 }

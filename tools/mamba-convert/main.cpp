@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "convert/converter.h"
 
 namespace {
@@ -42,15 +43,7 @@ int main(int argc, char** argv) {
                  "type of the weight matrices: f32, f16 or bf16 (default: as stored, f32 for "
                  "f32 weights); norms, biases, conv1d, A and D stay f32");
   app.add_flag("--vocab-only", vocab_only, "write only the metadata and the tokenizer");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
-    return 1;
-  }
-
-  try {
+  return mamba::tool_main(app, argc, argv, [&] {
     mamba::convert::ConvertOptions opt;
     opt.hf_dir = dir;
     opt.out_path = out;
@@ -61,8 +54,5 @@ int main(int argc, char** argv) {
     std::printf("wrote %s (%zu tensors, %.2f MiB, arch %s)\n", out.c_str(), r.n_tensors,
                 double(r.file_bytes) / (1 << 20), mamba::arch_gguf_name(r.arch));
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "gguf/gguf.h"
 
 using namespace mamba::gguf;
@@ -84,15 +85,7 @@ int main(int argc, char** argv) {
   app.add_option("FILE", path, "GGUF file")->required();
   app.add_option("--items", items, "array items to print per metadata entry (default 8)");
   app.add_flag("--no-tensors", no_tensors, "print only the metadata");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
-    return 1;
-  }
-
-  try {
+  return mamba::tool_main(app, argc, argv, [&] {
     const auto f = File::open(path);
     std::printf("%s: GGUF v%u, %zu bytes, alignment %llu, %zu metadata entries, %zu tensors\n",
                 path.c_str(), f->version(), f->file_size(),
@@ -116,8 +109,5 @@ int main(int argc, char** argv) {
     std::printf("  %zu tensors, %.2f MiB of tensor data\n", f->tensors().size(),
                 double(total) / (1 << 20));
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  });
 }

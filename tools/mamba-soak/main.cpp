@@ -21,6 +21,7 @@
 
 #include "backend/backend.h"
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "engine/sampler.h"
 #include "model/model.h"
 
@@ -131,11 +132,6 @@ int main(int argc, char** argv) {
   app.add_option("--temp", temp, "sampling temperature (0 = greedy)");
   app.add_option("-s,--seed", seed, "sampling seed");
   app.add_option("-t,--threads", threads, "CPU threads");
-  CLI11_PARSE(app, argc, argv);
-  try {
-    return run(model, device, n, every, temp, seed, threads);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  return mamba::tool_main(app, argc, argv,
+                         [&] { return run(model, device, n, every, temp, seed, threads); });
 }

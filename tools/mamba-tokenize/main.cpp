@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/tool_main.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 
@@ -150,9 +151,7 @@ int main(int argc, char** argv) {
   app.add_option("--bench-runs", bench_runs, "encoding runs for --bench")
       ->check(CLI::PositiveNumber);
   app.add_flag("--info", info, "print the tokenizer's kind, vocabulary size and special tokens");
-  CLI11_PARSE(app, argc, argv);
-
-  try {
+  return mamba::tool_main(app, argc, argv, [&] {
     if (model_path.empty() && tokenizer_path.empty())
       fail("give -m MODEL.gguf or --tokenizer PATH");
     const auto tok = mamba::load_tokenizer(model_path.empty() ? tokenizer_path : model_path);
@@ -191,8 +190,5 @@ int main(int argc, char** argv) {
       for (int32_t id : ids) std::cout << id << '\t' << printable(tok->token_to_piece(id)) << '\n';
     }
     return std::cout.flush() ? 0 : 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  });
 }
