@@ -98,8 +98,12 @@ class CudaBackend final : public Backend {
   void mamba2_mixer(int il, int n, bool decode);
   // y = x W^T (+ b): cuBLAS for prefill; for decode the batch-invariant kernel, whose every
   // row is computed the same way whatever the batch holds.
+  // x_rounded: x is already in the 16-bit scratch (an Out16 from rounded_input(W, decode)).
   void proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-            const DeviceBuffer& b, bool decode);
+            const DeviceBuffer& b, bool decode, bool x_rounded = false);
+  // Where the producer of W's input writes its 16-bit copy: the scratch of a prefill
+  // projection with f16/bf16 weights, none otherwise (f32 weights; decode rounds on its own).
+  cuda::Out16 rounded_input(const DeviceMatrix& W, bool decode) const;
   // logits_ (count, n_vocab) = output(xn_ rows [row0, row0 + count)).
   void lm_head(int row0, int count, bool decode);
   void decode_batch(int n);  // graph replay or plain launches
@@ -154,6 +158,7 @@ class CudaBackend final : public Backend {
   cuda::LinearDecodeWorkspace dec_ws_;
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode batch size -> replayable step
+  std::map<int, int> plain_steps_;          // decode batch size -> steps run without a graph
 };
 
 CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
@@ -367,7 +372,9 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   float* dt = dt_.as<float>();      // (n, DI)
   float* y = y_.as<float>();        // (n, DI)
 
-  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode);
+  // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm.
+  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode,
+             rounded_input(w.in_proj, decode).data != nullptr);
   cuda::Conv1dParams cp;
   cp.x = proj;
   cp.ldx = ld_proj;
@@ -415,7 +422,9 @@ void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
   float* xc = xc_.as<float>();      // (n, CD): x (DI) | B (G*N) | C (G*N)
   float* y = y_.as<float>();        // (n, DI)
 
-  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode);
+  // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm.
+  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode,
+             rounded_input(w.in_proj, decode).data != nullptr);
   cuda::Conv1dParams cp;
   cp.x = proj + DI;
   cp.ldx = ld_proj;
@@ -452,8 +461,12 @@ void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
     cuda::ssd_step(sp, n, slots_.as<int32_t>(), stream_);
   else
     cuda::ssd_prefill(sp, prefill_batch_, ssd_ws_.data(), ssd_ws_.bytes(), stream_);
-  cuda::gated_rmsnorm(y, proj, ld_proj, w.norm.as<float>(), n, DI, G, c_.norm_eps, y, stream_);
-  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode);
+  // Only out_proj reads the normed y: a prefill with 16-bit weights writes just its 16-bit copy.
+  const cuda::Out16 y16 = rounded_input(w.out_proj, decode);
+  cuda::gated_rmsnorm(y, proj, ld_proj, w.norm.as<float>(), n, DI, G, c_.norm_eps,
+                      y16.data ? nullptr : y, y16, stream_);
+  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode,
+             y16.data != nullptr);
 }
 
 void CudaBackend::forward(int n, bool decode) {
@@ -463,24 +476,30 @@ void CudaBackend::forward(int n, bool decode) {
   cuda::embedding(token_embd_.data, token_embd_.dtype, c_.n_vocab, DM, tokens_.as<int32_t>(), n,
                   h, stream_);
   for (int il = 0; il < int(c_.n_layer); il++) {
-    cuda::rmsnorm_residual(h, il == 0 ? nullptr : out_.as<float>(),
-                           layers_[size_t(il)].attn_norm.as<float>(), n, DM, c_.norm_eps, xn,
-                           stream_);
+    const DeviceLayer& w = layers_[size_t(il)];
+    cuda::rmsnorm_residual(h, il == 0 ? nullptr : out_.as<float>(), w.attn_norm.as<float>(), n,
+                           DM, c_.norm_eps, xn, rounded_input(w.in_proj, decode), stream_);
     if (c_.arch == Arch::Mamba1)
       mamba1_mixer(il, n, decode);
     else
       mamba2_mixer(il, n, decode);
   }
   cuda::rmsnorm_residual(h, out_.as<float>(), output_norm_.as<float>(), n, DM, c_.norm_eps, xn,
-                         stream_);
+                         cuda::Out16{}, stream_);
 }
 
 void CudaBackend::proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
-                       int64_t ldy, const DeviceBuffer& b, bool decode) {
+                       int64_t ldy, const DeviceBuffer& b, bool decode, bool x_rounded) {
   if (decode)
     cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), dec_ws_, stream_);
   else
-    cuda::linear(cublas_, W, x, ldx, n, y, ldy, ptr_or_null(b), lin_scratch(), stream_);
+    cuda::linear(cublas_, W, x, ldx, n, y, ldy, ptr_or_null(b), lin_scratch(), stream_,
+                 x_rounded);
+}
+
+cuda::Out16 CudaBackend::rounded_input(const DeviceMatrix& W, bool decode) const {
+  if (decode || W.dtype == gguf::DType::F32) return {};
+  return {lin16_.data(), W.dtype == gguf::DType::BF16};
 }
 
 void CudaBackend::lm_head(int row0, int count, bool decode) {
@@ -543,6 +562,14 @@ void CudaBackend::decode_batch(int n) {
   }
   auto it = graphs_.find(n);
   if (it == graphs_.end()) {
+    // A batch size's first step runs as plain launches; its graph is captured on the second.
+    // Under continuous batching the size changes whenever a sequence joins or leaves, and many
+    // sizes occur for a single step: capturing and instantiating a graph costs several plain
+    // steps' worth of host time. Graph and plain steps compute the same bits.
+    if (plain_steps_[n]++ < 1) {
+      step();
+      return;
+    }
     // Everything the step touches is a fixed buffer, so the graph stays valid for every later
     // step of this batch size: only the contents of tokens_ and slots_ change.
     cudaGraph_t graph = nullptr;

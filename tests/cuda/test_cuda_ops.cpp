@@ -81,6 +81,13 @@ float from_16(uint16_t h, DType t) {
   return t == DType::F16 ? mamba::f16_to_f32(h) : mamba::bf16_to_f32(h);
 }
 
+// 1 when the 16-bit copy `got16` is not exactly the float32 values `f32` rounded to t, else 0:
+// an Out16 output must equal the rounding pass it replaces, bit for bit.
+double rounding_mismatch(const std::vector<uint16_t>& got16, const std::vector<float>& f32,
+                         DType t) {
+  return got16 == to_16(f32, t) ? 0.0 : 1.0;
+}
+
 // A weight in the given dtype on the device, and the float values it holds.
 struct Weight {
   DeviceBuffer dev;
@@ -132,9 +139,12 @@ TEST_CASE("rmsnorm_residual: residual add and norm") {
       const float eps = 1e-5f;
       auto h = randn(size_t(n) * d), delta = randn(size_t(n) * d), w = randn(d, 0.2f, 1.0f);
       DeviceBuffer dh = to_device(h), ddelta = to_device(delta), dw = to_device(w);
-      DeviceBuffer out(size_t(n) * d * 4, "out");
+      DeviceBuffer out(size_t(n) * d * 4, "out"), out16(size_t(n) * d * 2, "out16");
+      // The 16-bit copy in both types, one per delta setting.
+      const DType t16 = with_delta ? DType::BF16 : DType::F16;
       mamba::cuda::rmsnorm_residual(dh.as<float>(), with_delta ? ddelta.as<float>() : nullptr,
-                                    dw.as<float>(), n, d, eps, out.as<float>(), nullptr);
+                                    dw.as<float>(), n, d, eps, out.as<float>(),
+                                    {out16.data(), t16 == DType::BF16}, nullptr);
       std::vector<double> h_ref(h.begin(), h.end()), o_ref(h.size());
       for (int r = 0; r < n; r++) {
         double ss = 0;
@@ -149,6 +159,10 @@ TEST_CASE("rmsnorm_residual: residual add and norm") {
       report("rmsnorm_residual out", shape, rel_l2(to_host<float>(out, o_ref.size()), o_ref),
              1e-5);
       report("rmsnorm_residual h", shape, rel_l2(to_host<float>(dh, h_ref.size()), h_ref), 1e-6);
+      report(std::string("rmsnorm_residual out16 ") + dname(t16), shape,
+             rounding_mismatch(to_host<uint16_t>(out16, o_ref.size()),
+                               to_host<float>(out, o_ref.size()), t16),
+             0.0);
     }
   }
 }
@@ -443,8 +457,13 @@ TEST_CASE("gated_rmsnorm: per-group norm of y * SiLU(z)") {
       DeviceBuffer dy = to_device(y), dz = to_device(z), dw = to_device(w);
       DeviceBuffer dout(size_t(n) * d_inner * 4, "out");
       float* out = in_place ? dy.as<float>() : dout.as<float>();
+      // The 16-bit copy alone (the prefill's form) must equal the float32 output rounded.
+      const DType t16 = in_place ? DType::F16 : DType::BF16;
+      DeviceBuffer out16(size_t(n) * d_inner * 2, "out16");
       mamba::cuda::gated_rmsnorm(dy.as<float>(), dz.as<float>(), ldz, dw.as<float>(), n, d_inner,
-                                 G, eps, out, nullptr);
+                                 G, eps, nullptr, {out16.data(), t16 == DType::BF16}, nullptr);
+      mamba::cuda::gated_rmsnorm(dy.as<float>(), dz.as<float>(), ldz, dw.as<float>(), n, d_inner,
+                                 G, eps, out, {}, nullptr);
       std::vector<double> ref(y.size());
       const int gs = d_inner / G;
       for (int r = 0; r < n; r++) {
@@ -458,9 +477,12 @@ TEST_CASE("gated_rmsnorm: per-group norm of y * SiLU(z)") {
           for (int j = g * gs; j < (g + 1) * gs; j++) ref[r * d_inner + j] *= s * w[j];
         }
       }
-      report("gated_rmsnorm", "d_inner " + std::to_string(d_inner) + " G " + std::to_string(G) +
-                                  (in_place ? " in place" : ""),
-             rel_l2(to_host<float>(in_place ? dy : dout, ref.size()), ref), 1e-5);
+      const std::string shape = "d_inner " + std::to_string(d_inner) + " G " +
+                                std::to_string(G) + (in_place ? " in place" : "");
+      const auto got = to_host<float>(in_place ? dy : dout, ref.size());
+      report("gated_rmsnorm", shape, rel_l2(got, ref), 1e-5);
+      report(std::string("gated_rmsnorm out16 only ") + dname(t16), shape,
+             rounding_mismatch(to_host<uint16_t>(out16, ref.size()), got, t16), 0.0);
     }
   }
 }
@@ -515,6 +537,25 @@ TEST_CASE("linear: projections in f32, f16 and bf16") {
         std::snprintf(shape, sizeof shape, "%s (%d, %d) n %d%s", c.what, c.rows, c.cols, n,
                       bias ? " +bias" : "");
         report(std::string("linear ") + dname(t), shape, rel_l2(got, ref), tol);
+        if (t != DType::F32) {
+          // x already rounded by its producer (an Out16 in the scratch): the same bits, and x
+          // itself is not read.
+          std::vector<float> packed;
+          for (int r = 0; r < n; r++)
+            packed.insert(packed.end(), x.begin() + size_t(r) * ldx,
+                          x.begin() + size_t(r) * ldx + c.cols);
+          DeviceBuffer x16 = to_device(to_16(packed, t));
+          DeviceBuffer y2(size_t(n) * ldy * 4, "y2");
+          mamba::cuda::linear(handle, dm, nullptr, ldx, n, y2.as<float>(), ldy,
+                              bias ? db.as<float>() : nullptr, {x16.data(), x16.bytes()},
+                              nullptr, /*x_rounded=*/true);
+          const auto got2 = to_host<float>(y2, size_t(n) * ldy);
+          bool same = true;
+          for (int r = 0; r < n; r++)
+            for (int i = 0; i < c.rows; i++)
+              same = same && got2[size_t(r) * ldy + i] == got_all[size_t(r) * ldy + i];
+          report(std::string("linear ") + dname(t) + " x_rounded", shape, same ? 0.0 : 1.0, 0.0);
+        }
       }
     }
   }
