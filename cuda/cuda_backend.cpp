@@ -94,6 +94,10 @@ class CudaBackend final : public Backend {
   // decode: row i is the next token of slot slots_[i]; else one sequence described by
   // prefill_batch_.
   void forward(int n, bool decode);
+  // proj (n, ld_proj) = in_proj(xn_); conv_out (n, conv_dim) = the causal conv + SiLU of the
+  // conv_dim columns of proj starting at conv_in, continuing layer il's conv state.
+  void in_proj_conv(int il, int n, bool decode, float* proj, int64_t ld_proj, const float* conv_in,
+                    int conv_dim, float* conv_out);
   void mamba1_mixer(int il, int n, bool decode);
   void mamba2_mixer(int il, int n, bool decode);
   // y = x W^T (+ b): cuBLAS for prefill; for decode the batch-invariant kernel, whose every
@@ -361,6 +365,27 @@ void CudaBackend::load_slot(int slot, std::span<const uint8_t> in) {
 
 // ---- forward ----------------------------------------------------------------------------------
 
+void CudaBackend::in_proj_conv(int il, int n, bool decode, float* proj, int64_t ld_proj,
+                               const float* conv_in, int conv_dim, float* conv_out) {
+  const DeviceLayer& w = layers_[size_t(il)];
+  // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm.
+  this->proj(w.in_proj, xn_.as<float>(), int(c_.d_model), n, proj, ld_proj, w.in_proj_b, decode,
+             rounded_input(w.in_proj, decode).data != nullptr);
+  cuda::Conv1dParams cp;
+  cp.x = conv_in;
+  cp.ldx = ld_proj;
+  cp.w = w.conv_w.as<float>();
+  cp.b = w.conv_b.as<float>();
+  cp.state = conv_state(il);
+  cp.dim = conv_dim;
+  cp.d_conv = int(c_.d_conv);
+  cp.out = conv_out;
+  if (decode)
+    cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
+  else
+    cuda::conv1d_prefill(cp, prefill_batch_, stream_);
+}
+
 void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   const DeviceLayer& w = layers_[size_t(il)];
   const int DM = int(c_.d_model), DI = int(c_.d_inner), N = int(c_.d_state);
@@ -372,22 +397,7 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   float* dt = dt_.as<float>();      // (n, DI)
   float* y = y_.as<float>();        // (n, DI)
 
-  // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm.
-  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode,
-             rounded_input(w.in_proj, decode).data != nullptr);
-  cuda::Conv1dParams cp;
-  cp.x = proj;
-  cp.ldx = ld_proj;
-  cp.w = w.conv_w.as<float>();
-  cp.b = w.conv_b.as<float>();
-  cp.state = conv_state(il);
-  cp.dim = DI;
-  cp.d_conv = int(c_.d_conv);
-  cp.out = xc;
-  if (decode)
-    cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
-  else
-    cuda::conv1d_prefill(cp, prefill_batch_, stream_);
+  in_proj_conv(il, n, decode, proj, ld_proj, proj, DI, xc);
   this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode);
   if (c_.dt_b_c_rms) cuda::falcon_bcdt_rms(dbl, ld_dbl, n, R, N, c_.mixer_rms_eps, stream_);
   this->proj(w.dt_proj, dbl, ld_dbl, n, dt, DI, DeviceBuffer(), decode);
@@ -422,22 +432,7 @@ void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
   float* xc = xc_.as<float>();      // (n, CD): x (DI) | B (G*N) | C (G*N)
   float* y = y_.as<float>();        // (n, DI)
 
-  // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm.
-  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode,
-             rounded_input(w.in_proj, decode).data != nullptr);
-  cuda::Conv1dParams cp;
-  cp.x = proj + DI;
-  cp.ldx = ld_proj;
-  cp.w = w.conv_w.as<float>();
-  cp.b = w.conv_b.as<float>();
-  cp.state = conv_state(il);
-  cp.dim = CD;
-  cp.d_conv = int(c_.d_conv);
-  cp.out = xc;
-  if (decode)
-    cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
-  else
-    cuda::conv1d_prefill(cp, prefill_batch_, stream_);
+  in_proj_conv(il, n, decode, proj, ld_proj, proj + DI, CD, xc);
   cuda::SsdParams sp;
   sp.x = xc;
   sp.ldx = CD;
