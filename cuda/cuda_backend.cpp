@@ -102,14 +102,17 @@ class CudaBackend final : public Backend {
   void mamba2_mixer(int il, int n, bool decode);
   // y = x W^T (+ b): cuBLAS for prefill; for decode the batch-invariant kernel, whose every
   // row is computed the same way whatever the batch holds.
-  // x_rounded: x is already in the 16-bit scratch (an Out16 from rounded_input(W, decode)).
+  // x_rounded: x is already in the 16-bit buffer the projection reads (an Out16 from
+  // rounded_input(W, decode, n)).
   void proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
             const DeviceBuffer& b, bool decode, bool x_rounded = false);
-  // Where the producer of W's input writes its 16-bit copy: the scratch of a prefill
-  // projection with f16/bf16 weights, none otherwise (f32 weights; decode rounds on its own).
-  cuda::Out16 rounded_input(const DeviceMatrix& W, bool decode) const;
-  // logits_ (count, n_vocab) = output(xn_ rows [row0, row0 + count)).
-  void lm_head(int row0, int count, bool decode);
+  // Where the producer of W's n-row input writes its 16-bit copy, so that the projection skips
+  // its rounding pass: the cuBLAS scratch for a prefill, linear_decode's x16 for a decode step
+  // that takes its staged GEMM (over 8 rows, large weights); none otherwise (f32 weights, or
+  // decode kernels that round as they load).
+  cuda::Out16 rounded_input(const DeviceMatrix& W, bool decode, int n) const;
+  // logits_ (count, n_vocab) = output(xn_ rows [row0, row0 + count)); x_rounded as for proj.
+  void lm_head(int row0, int count, bool decode, bool x_rounded = false);
   void decode_batch(int n);  // graph replay or plain launches
   void check_slot(int slot) const;
   void check_tokens(std::span<const int32_t> tokens) const;
@@ -370,7 +373,7 @@ void CudaBackend::in_proj_conv(int il, int n, bool decode, float* proj, int64_t 
   const DeviceLayer& w = layers_[size_t(il)];
   // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm.
   this->proj(w.in_proj, xn_.as<float>(), int(c_.d_model), n, proj, ld_proj, w.in_proj_b, decode,
-             rounded_input(w.in_proj, decode).data != nullptr);
+             rounded_input(w.in_proj, decode, n).data != nullptr);
   cuda::Conv1dParams cp;
   cp.x = conv_in;
   cp.ldx = ld_proj;
@@ -416,11 +419,13 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   sp.d_inner = DI;
   sp.d_state = N;
   sp.y = y;
+  sp.y16 = rounded_input(w.out_proj, decode, n);
   if (decode)
     cuda::selective_scan_step(sp, n, slots_.as<int32_t>(), stream_);
   else
     cuda::selective_scan_prefill(sp, prefill_batch_, stream_);
-  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode);
+  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode,
+             sp.y16.data != nullptr);
 }
 
 void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
@@ -457,7 +462,7 @@ void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
   else
     cuda::ssd_prefill(sp, prefill_batch_, ssd_ws_.data(), ssd_ws_.bytes(), stream_);
   // Only out_proj reads the normed y: a prefill with 16-bit weights writes just its 16-bit copy.
-  const cuda::Out16 y16 = rounded_input(w.out_proj, decode);
+  const cuda::Out16 y16 = rounded_input(w.out_proj, decode, n);
   cuda::gated_rmsnorm(y, proj, ld_proj, w.norm.as<float>(), n, DI, G, c_.norm_eps,
                       y16.data ? nullptr : y, y16, stream_);
   this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode,
@@ -473,33 +478,38 @@ void CudaBackend::forward(int n, bool decode) {
   for (int il = 0; il < int(c_.n_layer); il++) {
     const DeviceLayer& w = layers_[size_t(il)];
     cuda::rmsnorm_residual(h, il == 0 ? nullptr : out_.as<float>(), w.attn_norm.as<float>(), n,
-                           DM, c_.norm_eps, xn, rounded_input(w.in_proj, decode), stream_);
+                           DM, c_.norm_eps, xn, rounded_input(w.in_proj, decode, n), stream_);
     if (c_.arch == Arch::Mamba1)
       mamba1_mixer(il, n, decode);
     else
       mamba2_mixer(il, n, decode);
   }
+  // A decode step's LM head reads all n rows (see decode_batch); a prefill's takes row ranges
+  // and rounds them itself.
   cuda::rmsnorm_residual(h, out_.as<float>(), output_norm_.as<float>(), n, DM, c_.norm_eps, xn,
-                         cuda::Out16{}, stream_);
+                         decode ? rounded_input(output_, true, n) : cuda::Out16{}, stream_);
 }
 
 void CudaBackend::proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                        int64_t ldy, const DeviceBuffer& b, bool decode, bool x_rounded) {
   if (decode)
-    cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), dec_ws_, stream_);
+    cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), dec_ws_, stream_, x_rounded);
   else
     cuda::linear(cublas_, W, x, ldx, n, y, ldy, ptr_or_null(b), lin_scratch(), stream_,
                  x_rounded);
 }
 
-cuda::Out16 CudaBackend::rounded_input(const DeviceMatrix& W, bool decode) const {
-  if (decode || W.dtype == gguf::DType::F32) return {};
-  return {lin16_.data(), W.dtype == gguf::DType::BF16};
+cuda::Out16 CudaBackend::rounded_input(const DeviceMatrix& W, bool decode, int n) const {
+  if (W.dtype == gguf::DType::F32) return {};
+  const bool bf16 = W.dtype == gguf::DType::BF16;
+  if (!decode) return {lin16_.data(), bf16};
+  if (cuda::linear_decode_reads_x16(W, n, dec_ws_)) return {dec_ws_.x16, bf16};
+  return {};
 }
 
-void CudaBackend::lm_head(int row0, int count, bool decode) {
+void CudaBackend::lm_head(int row0, int count, bool decode, bool x_rounded) {
   proj(output_, xn_.as<float>() + int64_t(row0) * c_.d_model, c_.d_model, count,
-       logits_.as<float>(), c_.n_vocab, DeviceBuffer(), decode);
+       logits_.as<float>(), c_.n_vocab, DeviceBuffer(), decode, x_rounded);
 }
 
 void CudaBackend::check_tokens(std::span<const int32_t> tokens) const {
@@ -549,7 +559,7 @@ void CudaBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_lo
 void CudaBackend::decode_batch(int n) {
   const auto step = [&] {
     forward(n, /*decode=*/true);
-    lm_head(0, n, true);
+    lm_head(0, n, true, rounded_input(output_, true, n).data != nullptr);
   };
   if (!copts_.graphs) {
     step();

@@ -266,6 +266,10 @@ void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
   p.d_inner = d_inner;
   p.d_state = N;
   p.y = y.as<float>();
+  // The 16-bit copy of y (what a following 16-bit projection reads), bf16 for the step.
+  const DType t16 = step ? DType::BF16 : DType::F16;
+  DeviceBuffer y16(size_t(n_tok) * d_inner * 2, "y16");
+  p.y16 = {y16.data(), t16 == DType::BF16};
   if (step)
     mamba::cuda::selective_scan_step(p, n_tok, b.view.slots, nullptr);
   else
@@ -292,8 +296,11 @@ void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
   const std::string op = step ? "selective_scan_step" : "selective_scan_prefill";
   const std::string shape = "d_inner " + std::to_string(d_inner) + " N " + std::to_string(N) +
                             " " + (step ? "slots " + join(b.slots) : b.name());
-  report(op + " y", shape, rel_l2(to_host<float>(y, y_ref.size()), y_ref), 2e-5);
+  const auto got_y = to_host<float>(y, y_ref.size());
+  report(op + " y", shape, rel_l2(got_y, y_ref), 2e-5);
   report(op + " state", shape, rel_l2(st.result(), s_ref), 2e-5);
+  report(op + " y16 " + dname(t16), shape,
+         rounding_mismatch(to_host<uint16_t>(y16, y_ref.size()), got_y, t16), 0.0);
 }
 
 TEST_CASE("selective scan (Mamba-1): prefill and step") {
@@ -639,6 +646,31 @@ TEST_CASE("linear_decode: accurate, and each row's result independent of the bat
           INFO(c.what, " ", dname(t), " n ", n, " ld+", ld_pad);
           CHECK(differ == 0);
           CHECK(to_host<unsigned>(counters, zeros.size()) == zeros);
+          // Where the staged GEMM reads x16, x written there by its producer (rounded on the
+          // host here) gives the same bits without the rounding pass.
+          if (mamba::cuda::linear_decode_reads_x16(dm, n, ws)) {
+            std::vector<float> packed;
+            for (int r = 0; r < n; r++)
+              packed.insert(packed.end(), x.begin() + size_t(r) * ldx,
+                            x.begin() + size_t(r) * ldx + c.cols);
+            const auto h16 = to_16(packed, t);
+            CUDA_CHECK(cudaMemcpy(x16.data(), h16.data(), h16.size() * 2, cudaMemcpyHostToDevice));
+            DeviceBuffer y2(size_t(n) * ldy * 4, "y2");
+            mamba::cuda::linear_decode(dm, dx.as<float>(), ldx, n, y2.as<float>(), ldy,
+                                       db.as<float>(), ws, nullptr, /*x_rounded=*/true);
+            const auto all2 = to_host<float>(y2, size_t(n) * ldy);
+            int64_t differ2 = 0;
+            for (int r = 0; r < n; r++)
+              for (int i = 0; i < c.rows; i++)
+                differ2 += std::memcmp(&all2[size_t(r) * ldy + i], &all[size_t(r) * ldy + i], 4) != 0;
+            CHECK(differ2 == 0);
+          } else {
+            // x_rounded is refused where x16 is not read.
+            DeviceBuffer y2(size_t(n) * ldy * 4, "y2");
+            CHECK_THROWS_AS(mamba::cuda::linear_decode(dm, dx.as<float>(), ldx, n, y2.as<float>(),
+                                                       ldy, db.as<float>(), ws, nullptr, true),
+                            mamba::Error);
+          }
         }
       }
     }
