@@ -121,8 +121,9 @@ struct StateRef {
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // A second, 16-bit copy of a kernel's float32 output, rounded to nearest even, written where
-// the next step is a cuBLAS projection with f16 or bf16 weights: that projection then skips
-// its own rounding pass (see linear()'s x_rounded). data == nullptr: no copy.
+// the next step is a projection with f16 or bf16 weights that reads its input in 16 bits (the
+// cuBLAS prefill GEMM, linear_decode's staged GEMM): that projection then skips its own
+// rounding pass (x_rounded). data == nullptr: no copy.
 struct Out16 {
   void* data = nullptr;  // (rows, cols) contiguous
   bool bf16 = false;     // bfloat16, else IEEE half
