@@ -95,9 +95,10 @@ class CudaBackend final : public Backend {
   // prefill_batch_.
   void forward(int n, bool decode);
   // proj (n, ld_proj) = in_proj(xn_); conv_out (n, conv_dim) = the causal conv + SiLU of the
-  // conv_dim columns of proj starting at conv_in, continuing layer il's conv state.
+  // conv_dim columns of proj starting at conv_in, continuing layer il's conv state, and its
+  // 16-bit copy into conv_out16 when that is set.
   void in_proj_conv(int il, int n, bool decode, float* proj, int64_t ld_proj, const float* conv_in,
-                    int conv_dim, float* conv_out);
+                    int conv_dim, float* conv_out, cuda::Out16 conv_out16 = {});
   void mamba1_mixer(int il, int n, bool decode);
   void mamba2_mixer(int il, int n, bool decode);
   // y = x W^T (+ b): cuBLAS for prefill; for decode the batch-invariant kernel, whose every
@@ -369,7 +370,8 @@ void CudaBackend::load_slot(int slot, std::span<const uint8_t> in) {
 // ---- forward ----------------------------------------------------------------------------------
 
 void CudaBackend::in_proj_conv(int il, int n, bool decode, float* proj, int64_t ld_proj,
-                               const float* conv_in, int conv_dim, float* conv_out) {
+                               const float* conv_in, int conv_dim, float* conv_out,
+                               cuda::Out16 conv_out16) {
   const DeviceLayer& w = layers_[size_t(il)];
   // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm.
   this->proj(w.in_proj, xn_.as<float>(), int(c_.d_model), n, proj, ld_proj, w.in_proj_b, decode,
@@ -383,6 +385,7 @@ void CudaBackend::in_proj_conv(int il, int n, bool decode, float* proj, int64_t 
   cp.dim = conv_dim;
   cp.d_conv = int(c_.d_conv);
   cp.out = conv_out;
+  cp.out16 = conv_out16;
   if (decode)
     cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
   else
@@ -400,8 +403,10 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   float* dt = dt_.as<float>();      // (n, DI)
   float* y = y_.as<float>();        // (n, DI)
 
-  in_proj_conv(il, n, decode, proj, ld_proj, proj, DI, xc);
-  this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode);
+  // x_proj reads the conv output; the scan reads it in float32 too.
+  const cuda::Out16 xc16 = rounded_input(w.x_proj, decode, n);
+  in_proj_conv(il, n, decode, proj, ld_proj, proj, DI, xc, xc16);
+  this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode, xc16.data != nullptr);
   if (c_.dt_b_c_rms) cuda::falcon_bcdt_rms(dbl, ld_dbl, n, R, N, c_.mixer_rms_eps, stream_);
   this->proj(w.dt_proj, dbl, ld_dbl, n, dt, DI, DeviceBuffer(), decode);
   cuda::SelectiveScanParams sp;

@@ -186,6 +186,10 @@ void conv_case(int dim, int K, const Batch& b, bool step) {
   p.dim = dim;
   p.d_conv = K;
   p.out = out.as<float>();
+  // The 16-bit copy of out (what a following 16-bit projection reads), f16 for the step.
+  const DType t16 = step ? DType::F16 : DType::BF16;
+  DeviceBuffer out16(size_t(n_tok) * dim * 2, "out16");
+  p.out16 = {out16.data(), t16 == DType::BF16};
   if (step)
     mamba::cuda::conv1d_step(p, n_tok, b.view.slots, nullptr);
   else
@@ -209,8 +213,11 @@ void conv_case(int dim, int K, const Batch& b, bool step) {
   const std::string op = step ? "conv1d_step" : "conv1d_prefill";
   const std::string shape = "dim " + std::to_string(dim) + " K " + std::to_string(K) + " " +
                             (step ? "slots " + join(b.slots) : b.name());
-  report(op + " out", shape, rel_l2(to_host<float>(out, o_ref.size()), o_ref), 1e-5);
+  const auto got = to_host<float>(out, o_ref.size());
+  report(op + " out", shape, rel_l2(got, o_ref), 1e-5);
   report(op + " state", shape, rel_l2(st.result(), s_ref), 1e-6);
+  report(op + " out16 " + dname(t16), shape,
+         rounding_mismatch(to_host<uint16_t>(out16, o_ref.size()), got, t16), 0.0);
 }
 
 TEST_CASE("conv1d: prefill and step at real and fixture shapes") {
