@@ -120,6 +120,15 @@ struct StateRef {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// A second, 16-bit copy of a kernel's float32 output, rounded to nearest even, written where
+// the next step is a projection with f16 or bf16 weights that reads its input in 16 bits (the
+// cuBLAS prefill GEMM, linear_decode's staged GEMM): that projection then skips its own
+// rounding pass (x_rounded). data == nullptr: no copy.
+struct Out16 {
+  void* data = nullptr;  // (rows, cols) contiguous
+  bool bf16 = false;     // bfloat16, else IEEE half
+};
+
 // Throws mamba::Error "<op>: <what>" unless cond holds: the host entry points check every
 // precondition with it before launching anything.
 inline void require(bool cond, const char* op, const char* what) {
@@ -177,6 +186,14 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+// o.data[i] = v rounded to o's type (o.data not null).
+__device__ __forceinline__ void store16(const Out16& o, int64_t i, float v) {
+  if (o.bf16)
+    static_cast<__nv_bfloat16*>(o.data)[i] = __float2bfloat16_rn(v);
+  else
+    static_cast<__half*>(o.data)[i] = __float2half_rn(v);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

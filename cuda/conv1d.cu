@@ -44,7 +44,9 @@ __global__ void conv1d_prefill_kernel(Conv1dParams p, SeqBatch batch) {
 #pragma unroll
     for (int k = 0; k < kMaxConvWidth; k++)
       if (k < K) acc += w[k] * in[i + k];  // input at t - (K - 1) + k
-    p.out[int64_t(t_begin + t) * p.dim + c] = silu(acc);
+    const float v = silu(acc);
+    p.out[int64_t(t_begin + t) * p.dim + c] = v;
+    if (p.out16.data) store16(p.out16, int64_t(t_begin + t) * p.dim + c, v);
   }
 }
 
@@ -82,7 +84,9 @@ __global__ void conv1d_step_kernel(Conv1dParams p, const int32_t* __restrict__ s
   }
   acc += p.w[int64_t(c) * K + K - 1] * xin;
   if (K > 1) st[int64_t(K - 2) * p.dim + c] = xin;
-  p.out[int64_t(row) * p.dim + c] = silu(acc);
+  const float v = silu(acc);
+  p.out[int64_t(row) * p.dim + c] = v;
+  if (p.out16.data) store16(p.out16, int64_t(row) * p.dim + c, v);
 }
 
 void check(const Conv1dParams& p, const char* op) {

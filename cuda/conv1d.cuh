@@ -23,6 +23,7 @@ struct Conv1dParams {
   int dim = 0;
   int d_conv = 0;            // 1 ..= kMaxConvWidth
   float* out = nullptr;      // (n_tok, dim); must not overlap x
+  Out16 out16;               // (n_tok, dim) 16-bit copy of out, when out16.data is set
 };
 
 // Prefill: every sequence of the batch from its slot's state.

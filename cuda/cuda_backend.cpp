@@ -94,14 +94,26 @@ class CudaBackend final : public Backend {
   // decode: row i is the next token of slot slots_[i]; else one sequence described by
   // prefill_batch_.
   void forward(int n, bool decode);
+  // proj (n, ld_proj) = in_proj(xn_); conv_out (n, conv_dim) = the causal conv + SiLU of the
+  // conv_dim columns of proj starting at conv_in, continuing layer il's conv state, and its
+  // 16-bit copy into conv_out16 when that is set.
+  void in_proj_conv(int il, int n, bool decode, float* proj, int64_t ld_proj, const float* conv_in,
+                    int conv_dim, float* conv_out, cuda::Out16 conv_out16 = {});
   void mamba1_mixer(int il, int n, bool decode);
   void mamba2_mixer(int il, int n, bool decode);
   // y = x W^T (+ b): cuBLAS for prefill; for decode the batch-invariant kernel, whose every
   // row is computed the same way whatever the batch holds.
+  // x_rounded: x is already in the 16-bit buffer the projection reads (an Out16 from
+  // rounded_input(W, decode, n)).
   void proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-            const DeviceBuffer& b, bool decode);
-  // logits_ (count, n_vocab) = output(xn_ rows [row0, row0 + count)).
-  void lm_head(int row0, int count, bool decode);
+            const DeviceBuffer& b, bool decode, bool x_rounded = false);
+  // Where the producer of W's n-row input writes its 16-bit copy, so that the projection skips
+  // its rounding pass: the cuBLAS scratch for a prefill, linear_decode's x16 for a decode step
+  // that takes its staged GEMM (over 8 rows, large weights); none otherwise (f32 weights, or
+  // decode kernels that round as they load).
+  cuda::Out16 rounded_input(const DeviceMatrix& W, bool decode, int n) const;
+  // logits_ (count, n_vocab) = output(xn_ rows [row0, row0 + count)); x_rounded as for proj.
+  void lm_head(int row0, int count, bool decode, bool x_rounded = false);
   void decode_batch(int n);  // graph replay or plain launches
   void check_slot(int slot) const;
   void check_tokens(std::span<const int32_t> tokens) const;
@@ -154,6 +166,7 @@ class CudaBackend final : public Backend {
   cuda::LinearDecodeWorkspace dec_ws_;
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode batch size -> replayable step
+  std::map<int, int> plain_steps_;          // decode batch size -> steps run without a graph
 };
 
 CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
@@ -356,6 +369,29 @@ void CudaBackend::load_slot(int slot, std::span<const uint8_t> in) {
 
 // ---- forward ----------------------------------------------------------------------------------
 
+void CudaBackend::in_proj_conv(int il, int n, bool decode, float* proj, int64_t ld_proj,
+                               const float* conv_in, int conv_dim, float* conv_out,
+                               cuda::Out16 conv_out16) {
+  const DeviceLayer& w = layers_[size_t(il)];
+  // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm.
+  this->proj(w.in_proj, xn_.as<float>(), int(c_.d_model), n, proj, ld_proj, w.in_proj_b, decode,
+             rounded_input(w.in_proj, decode, n).data != nullptr);
+  cuda::Conv1dParams cp;
+  cp.x = conv_in;
+  cp.ldx = ld_proj;
+  cp.w = w.conv_w.as<float>();
+  cp.b = w.conv_b.as<float>();
+  cp.state = conv_state(il);
+  cp.dim = conv_dim;
+  cp.d_conv = int(c_.d_conv);
+  cp.out = conv_out;
+  cp.out16 = conv_out16;
+  if (decode)
+    cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
+  else
+    cuda::conv1d_prefill(cp, prefill_batch_, stream_);
+}
+
 void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   const DeviceLayer& w = layers_[size_t(il)];
   const int DM = int(c_.d_model), DI = int(c_.d_inner), N = int(c_.d_state);
@@ -367,21 +403,10 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   float* dt = dt_.as<float>();      // (n, DI)
   float* y = y_.as<float>();        // (n, DI)
 
-  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode);
-  cuda::Conv1dParams cp;
-  cp.x = proj;
-  cp.ldx = ld_proj;
-  cp.w = w.conv_w.as<float>();
-  cp.b = w.conv_b.as<float>();
-  cp.state = conv_state(il);
-  cp.dim = DI;
-  cp.d_conv = int(c_.d_conv);
-  cp.out = xc;
-  if (decode)
-    cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
-  else
-    cuda::conv1d_prefill(cp, prefill_batch_, stream_);
-  this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode);
+  // x_proj reads the conv output; the scan reads it in float32 too.
+  const cuda::Out16 xc16 = rounded_input(w.x_proj, decode, n);
+  in_proj_conv(il, n, decode, proj, ld_proj, proj, DI, xc, xc16);
+  this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode, xc16.data != nullptr);
   if (c_.dt_b_c_rms) cuda::falcon_bcdt_rms(dbl, ld_dbl, n, R, N, c_.mixer_rms_eps, stream_);
   this->proj(w.dt_proj, dbl, ld_dbl, n, dt, DI, DeviceBuffer(), decode);
   cuda::SelectiveScanParams sp;
@@ -399,11 +424,13 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   sp.d_inner = DI;
   sp.d_state = N;
   sp.y = y;
+  sp.y16 = rounded_input(w.out_proj, decode, n);
   if (decode)
     cuda::selective_scan_step(sp, n, slots_.as<int32_t>(), stream_);
   else
     cuda::selective_scan_prefill(sp, prefill_batch_, stream_);
-  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode);
+  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode,
+             sp.y16.data != nullptr);
 }
 
 void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
@@ -415,20 +442,7 @@ void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
   float* xc = xc_.as<float>();      // (n, CD): x (DI) | B (G*N) | C (G*N)
   float* y = y_.as<float>();        // (n, DI)
 
-  this->proj(w.in_proj, xn_.as<float>(), DM, n, proj, ld_proj, w.in_proj_b, decode);
-  cuda::Conv1dParams cp;
-  cp.x = proj + DI;
-  cp.ldx = ld_proj;
-  cp.w = w.conv_w.as<float>();
-  cp.b = w.conv_b.as<float>();
-  cp.state = conv_state(il);
-  cp.dim = CD;
-  cp.d_conv = int(c_.d_conv);
-  cp.out = xc;
-  if (decode)
-    cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
-  else
-    cuda::conv1d_prefill(cp, prefill_batch_, stream_);
+  in_proj_conv(il, n, decode, proj, ld_proj, proj + DI, CD, xc);
   cuda::SsdParams sp;
   sp.x = xc;
   sp.ldx = CD;
@@ -452,8 +466,12 @@ void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
     cuda::ssd_step(sp, n, slots_.as<int32_t>(), stream_);
   else
     cuda::ssd_prefill(sp, prefill_batch_, ssd_ws_.data(), ssd_ws_.bytes(), stream_);
-  cuda::gated_rmsnorm(y, proj, ld_proj, w.norm.as<float>(), n, DI, G, c_.norm_eps, y, stream_);
-  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode);
+  // Only out_proj reads the normed y: a prefill with 16-bit weights writes just its 16-bit copy.
+  const cuda::Out16 y16 = rounded_input(w.out_proj, decode, n);
+  cuda::gated_rmsnorm(y, proj, ld_proj, w.norm.as<float>(), n, DI, G, c_.norm_eps,
+                      y16.data ? nullptr : y, y16, stream_);
+  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode,
+             y16.data != nullptr);
 }
 
 void CudaBackend::forward(int n, bool decode) {
@@ -463,29 +481,40 @@ void CudaBackend::forward(int n, bool decode) {
   cuda::embedding(token_embd_.data, token_embd_.dtype, c_.n_vocab, DM, tokens_.as<int32_t>(), n,
                   h, stream_);
   for (int il = 0; il < int(c_.n_layer); il++) {
-    cuda::rmsnorm_residual(h, il == 0 ? nullptr : out_.as<float>(),
-                           layers_[size_t(il)].attn_norm.as<float>(), n, DM, c_.norm_eps, xn,
-                           stream_);
+    const DeviceLayer& w = layers_[size_t(il)];
+    cuda::rmsnorm_residual(h, il == 0 ? nullptr : out_.as<float>(), w.attn_norm.as<float>(), n,
+                           DM, c_.norm_eps, xn, rounded_input(w.in_proj, decode, n), stream_);
     if (c_.arch == Arch::Mamba1)
       mamba1_mixer(il, n, decode);
     else
       mamba2_mixer(il, n, decode);
   }
+  // A decode step's LM head reads all n rows (see decode_batch); a prefill's takes row ranges
+  // and rounds them itself.
   cuda::rmsnorm_residual(h, out_.as<float>(), output_norm_.as<float>(), n, DM, c_.norm_eps, xn,
-                         stream_);
+                         decode ? rounded_input(output_, true, n) : cuda::Out16{}, stream_);
 }
 
 void CudaBackend::proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
-                       int64_t ldy, const DeviceBuffer& b, bool decode) {
+                       int64_t ldy, const DeviceBuffer& b, bool decode, bool x_rounded) {
   if (decode)
-    cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), dec_ws_, stream_);
+    cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), dec_ws_, stream_, x_rounded);
   else
-    cuda::linear(cublas_, W, x, ldx, n, y, ldy, ptr_or_null(b), lin_scratch(), stream_);
+    cuda::linear(cublas_, W, x, ldx, n, y, ldy, ptr_or_null(b), lin_scratch(), stream_,
+                 x_rounded);
 }
 
-void CudaBackend::lm_head(int row0, int count, bool decode) {
+cuda::Out16 CudaBackend::rounded_input(const DeviceMatrix& W, bool decode, int n) const {
+  if (W.dtype == gguf::DType::F32) return {};
+  const bool bf16 = W.dtype == gguf::DType::BF16;
+  if (!decode) return {lin16_.data(), bf16};
+  if (cuda::linear_decode_reads_x16(W, n, dec_ws_)) return {dec_ws_.x16, bf16};
+  return {};
+}
+
+void CudaBackend::lm_head(int row0, int count, bool decode, bool x_rounded) {
   proj(output_, xn_.as<float>() + int64_t(row0) * c_.d_model, c_.d_model, count,
-       logits_.as<float>(), c_.n_vocab, DeviceBuffer(), decode);
+       logits_.as<float>(), c_.n_vocab, DeviceBuffer(), decode, x_rounded);
 }
 
 void CudaBackend::check_tokens(std::span<const int32_t> tokens) const {
@@ -535,7 +564,7 @@ void CudaBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_lo
 void CudaBackend::decode_batch(int n) {
   const auto step = [&] {
     forward(n, /*decode=*/true);
-    lm_head(0, n, true);
+    lm_head(0, n, true, rounded_input(output_, true, n).data != nullptr);
   };
   if (!copts_.graphs) {
     step();
@@ -543,6 +572,14 @@ void CudaBackend::decode_batch(int n) {
   }
   auto it = graphs_.find(n);
   if (it == graphs_.end()) {
+    // A batch size's first step runs as plain launches; its graph is captured on the second.
+    // Under continuous batching the size changes whenever a sequence joins or leaves, and many
+    // sizes occur for a single step: capturing and instantiating a graph costs several plain
+    // steps' worth of host time. Graph and plain steps compute the same bits.
+    if (plain_steps_[n]++ < 1) {
+      step();
+      return;
+    }
     // Everything the step touches is a fixed buffer, so the graph stays valid for every later
     // step of this batch size: only the contents of tokens_ and slots_ change.
     cudaGraph_t graph = nullptr;

@@ -4,7 +4,7 @@
 // one device buffer laid out exactly like save_slot()'s bytes (conv state of every layer, then
 // SSM state of every layer, float32), so slots are reset, copied, saved and loaded with plain
 // memory copies. A decode step for a given batch size is captured once as a CUDA graph against
-// fixed input/output buffers and replayed for every token.
+// fixed input/output buffers, on the second step of that size, and replayed for every token.
 //
 // This header needs no CUDA headers: the library's generic code (make_backend) includes it.
 #pragma once

@@ -11,7 +11,7 @@ constexpr int kHeld = 16;
 
 __global__ void gated_rmsnorm_kernel(const float* y, const float* __restrict__ z, int64_t ldz,
                                      const float* __restrict__ w, int d_inner, int group_size,
-                                     float eps, float* out) {
+                                     float eps, float* out, Out16 out16) {
   pdl_start();
   __shared__ float scratch[32];
   const int grp = blockIdx.x;
@@ -39,7 +39,11 @@ __global__ void gated_rmsnorm_kernel(const float* y, const float* __restrict__ z
 #pragma unroll
     for (int i = 0; i < kHeld; i++) {
       const int j = tid + i * nt;
-      if (j < group_size) out[off + j] = yv[i] * scale * wg[j];
+      if (j < group_size) {
+        const float v = yv[i] * scale * wg[j];
+        if (out) out[off + j] = v;
+        if (out16.data) store16(out16, off + j, v);
+      }
     }
     return;
   }
@@ -49,15 +53,19 @@ __global__ void gated_rmsnorm_kernel(const float* y, const float* __restrict__ z
   }
   ss = block_sum(ss, scratch);
   const float scale = rsqrtf(ss / float(group_size) + eps);
-  for (int j = tid; j < group_size; j += nt)
-    out[off + j] = y[off + j] * silu(zr[j]) * scale * wg[j];
+  for (int j = tid; j < group_size; j += nt) {
+    const float v = y[off + j] * silu(zr[j]) * scale * wg[j];
+    if (out) out[off + j] = v;
+    if (out16.data) store16(out16, off + j, v);
+  }
 }
 
 }  // namespace
 
 void gated_rmsnorm(const float* y, const float* z, int64_t ldz, const float* w, int n,
-                   int d_inner, int n_groups, float eps, float* out, cudaStream_t stream) {
-  require(y && z && w && out, "gated_rmsnorm", "null pointer");
+                   int d_inner, int n_groups, float eps, float* out, Out16 out16,
+                   cudaStream_t stream) {
+  require(y && z && w && (out || out16.data), "gated_rmsnorm", "null pointer");
   require(n >= 0 && n <= 65535 && d_inner > 0 && n_groups > 0 && d_inner % n_groups == 0,
           "gated_rmsnorm", "bad shape");
   require(ldz >= d_inner, "gated_rmsnorm", "bad ldz");
@@ -69,7 +77,7 @@ void gated_rmsnorm(const float* y, const float* z, int64_t ldz, const float* w, 
                       : group_size >= 128  ? 128
                                            : 32;
   launch_pdl(gated_rmsnorm_kernel, dim3(unsigned(n_groups), unsigned(n)), dim3(threads), 0, stream,
-             y, z, ldz, w, d_inner, group_size, eps, out);
+             y, z, ldz, w, d_inner, group_size, eps, out, out16);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -9,8 +9,10 @@
 namespace mamba::cuda {
 
 // y (n, d_inner); z (n, ldz), the first d_inner columns; w (d_inner); out (n, d_inner), which
-// may alias y.
+// may alias y; out16 (n, d_inner) a 16-bit copy of out when out16.data is set. Either output
+// may be left out (null), not both.
 void gated_rmsnorm(const float* y, const float* z, int64_t ldz, const float* w, int n,
-                   int d_inner, int n_groups, float eps, float* out, cudaStream_t stream);
+                   int d_inner, int n_groups, float eps, float* out, Out16 out16,
+                   cudaStream_t stream);
 
 }  // namespace mamba::cuda

@@ -56,8 +56,9 @@ size_t linear_scratch_bytes(const DeviceMatrix& W, int n) {
 
 void linear(cublasHandle_t handle, const DeviceMatrix& W, const float* x, int64_t ldx, int n,
             float* y, int64_t ldy, const float* bias, const LinearScratch& scratch,
-            cudaStream_t stream) {
-  require(handle && W.data && x && y, "linear", "null pointer");
+            cudaStream_t stream, bool x_rounded) {
+  const bool w16 = W.dtype != gguf::DType::F32;
+  require(handle && W.data && (x || (x_rounded && w16)) && y, "linear", "null pointer");
   require(W.rows > 0 && W.cols > 0 && n >= 0 && n <= 65535, "linear", "bad shape");
   require(ldx >= W.cols && ldy >= W.rows, "linear", "bad leading dimension");
   require(W.rows <= INT32_MAX && W.cols <= INT32_MAX && ldx <= INT32_MAX && ldy <= INT32_MAX,
@@ -76,16 +77,19 @@ void linear(cublasHandle_t handle, const DeviceMatrix& W, const float* x, int64_
     require(scratch.data && scratch.bytes >= linear_scratch_bytes(W, n), "linear",
             "16-bit activation scratch too small");
     const int threads = 256;
-    const bool vec = k % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    const bool vec = !x_rounded && k % 4 == 0 && ldx % 4 == 0 &&
+                     reinterpret_cast<uintptr_t>(x) % 16 == 0;
     const dim3 grid = row_grid(vec ? k / 4 : k, n, threads);
     cudaDataType_t type;
     if (W.dtype == gguf::DType::F16) {
-      round_rows_kernel<<<grid, threads, 0, stream>>>(x, ldx, k, vec,
-                                                      static_cast<__half*>(scratch.data));
+      if (!x_rounded)
+        round_rows_kernel<<<grid, threads, 0, stream>>>(x, ldx, k, vec,
+                                                        static_cast<__half*>(scratch.data));
       type = CUDA_R_16F;
     } else if (W.dtype == gguf::DType::BF16) {
-      round_rows_kernel<<<grid, threads, 0, stream>>>(
-          x, ldx, k, vec, static_cast<__nv_bfloat16*>(scratch.data));
+      if (!x_rounded)
+        round_rows_kernel<<<grid, threads, 0, stream>>>(
+            x, ldx, k, vec, static_cast<__nv_bfloat16*>(scratch.data));
       type = CUDA_R_16BF;
     } else {
       fail("linear: unsupported weight dtype ", gguf::dtype_name(W.dtype));

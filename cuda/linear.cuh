@@ -26,9 +26,12 @@ struct LinearScratch {
 
 // y (n, ldy): the first W.rows columns = x (n, ldx), first W.cols columns, times W^T,
 // plus bias (W.rows) when it is not null. `handle` is bound to `stream` by the call.
+// x_rounded (f16/bf16 weights only; ignored for f32): the producer of x has already written
+// it rounded to W's dtype into the scratch, as (n, W.cols) contiguous (an Out16 output), so
+// the rounding pass is skipped and x itself is not read (it may be null).
 void linear(cublasHandle_t handle, const DeviceMatrix& W, const float* x, int64_t ldx, int n,
             float* y, int64_t ldy, const float* bias, const LinearScratch& scratch,
-            cudaStream_t stream);
+            cudaStream_t stream, bool x_rounded = false);
 
 // Bytes of scratch linear() needs for n rows of this weight (0 for f32 weights).
 size_t linear_scratch_bytes(const DeviceMatrix& W, int n);

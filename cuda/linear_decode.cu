@@ -541,7 +541,7 @@ void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float
 template <typename T>
 void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                  int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
-                 cudaStream_t stream) {
+                 cudaStream_t stream, bool x_rounded) {
   static const bool smem_set = [] {  // more than the default 48 KiB of shared memory
     CUDA_CHECK(cudaFuncSetAttribute(linear_decode_gemm_kernel<T>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, kGemmSmem));
@@ -550,8 +550,9 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
   (void)smem_set;
   const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, kGemmRows);
   const int64_t pieces = int64_t(n) * (W.cols / 8);
-  launch_pdl(round_x_kernel<T>, dim3(unsigned(ceil_div(pieces, 256))), dim3(256), 0, stream, x, ldx,
-             p.x_vec, n, W.cols, static_cast<T*>(ws.x16));
+  if (!x_rounded)  // else the producer of x wrote x16 (the same rounding, element by element)
+    launch_pdl(round_x_kernel<T>, dim3(unsigned(ceil_div(pieces, 256))), dim3(256), 0, stream, x,
+               ldx, p.x_vec, n, W.cols, static_cast<T*>(ws.x16));
   // Batch tiles fastest, so the blocks that share a weight tile run together and read it from
   // HBM once.
   const dim3 grid(unsigned(ceil_div(n, kGemmCols)), unsigned(ceil_div(W.rows, kGemmRows)),
@@ -564,9 +565,8 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
 // dominates); above 8 rows the staged GEMM, when the shapes and alignment allow its 16-byte
 // copies, else more weight tiles per block as n grows so each block reuses its activations
 // (32 features per block beat 64 there: 4 tiles need 220 registers, so fewer blocks fit).
-template <typename T>
-void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-              const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream) {
+enum class Path { kOneSeq, kGemm, kWide };
+Path path_for(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
   const bool gemm_ok = W.cols % 8 == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0 &&
                        ws.x16 && reinterpret_cast<uintptr_t>(ws.x16) % 16 == 0 &&
                        ws.x16_elems >= size_t(n) * size_t(W.cols) &&
@@ -574,10 +574,19 @@ void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* 
   // Small weights (x_proj, dt_proj: a few MB, read from L2 after the first pass) run the one
   // sequence kernel once per 8 rows: many small blocks beat a few large tiles there.
   const bool small = W.rows * W.cols * 2 <= (int64_t(4) << 20);
-  if (n <= 8 || small)
+  if (n <= 8 || small) return Path::kOneSeq;
+  return gemm_ok ? Path::kGemm : Path::kWide;
+}
+
+template <typename T>
+void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
+              const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream,
+              bool x_rounded) {
+  const Path path = path_for(W, n, ws);
+  if (path == Path::kOneSeq)
     launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, stream);
-  else if (gemm_ok)
-    launch_gemm<T>(W, x, ldx, n, y, ldy, bias, ws, stream);
+  else if (path == Path::kGemm)
+    launch_gemm<T>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
   else if (n <= 16)
     launch_mma<T, 1, 2>(W, x, ldx, n, y, ldy, bias, ws, stream);
   else if (n <= 32)
@@ -601,20 +610,27 @@ LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n) {
   return need;
 }
 
+bool linear_decode_reads_x16(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
+  return (W.dtype == gguf::DType::F16 || W.dtype == gguf::DType::BF16) && n > 0 &&
+         path_for(W, n, ws) == Path::kGemm;
+}
+
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                    int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, bool x_rounded) {
   require(W.data && x && y, "linear_decode", "null pointer");
   require(W.rows > 0 && W.cols > 0 && n >= 0 && n <= 65535, "linear_decode", "bad shape");
   require(ldx >= W.cols && ldy >= W.rows, "linear_decode", "bad leading dimension");
   require(ceil_div(W.rows, 16) <= INT32_MAX, "linear_decode", "too many rows");
   if (n == 0) return;
+  require(!x_rounded || linear_decode_reads_x16(W, n, ws), "linear_decode",
+          "x_rounded where this weight and batch size do not read x16");
   switch (W.dtype) {
     case gguf::DType::F16:
-      dispatch<__half>(W, x, ldx, n, y, ldy, bias, ws, stream);
+      dispatch<__half>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
       break;
     case gguf::DType::BF16:
-      dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream);
+      dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
       break;
     case gguf::DType::F32:
       launch_pdl(linear_decode_f32_kernel, dim3(unsigned(ceil_div(W.rows, kWarps))),

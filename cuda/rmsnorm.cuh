@@ -13,8 +13,9 @@ namespace mamba::cuda {
 //   h     (n, d) float32, updated in place: h += delta   (skipped when delta is null)
 //   out   (n, d) float32 = h / sqrt(mean(h^2) + eps) * w
 //   delta (n, d) or null;  w (d)
+//   out16 (n, d) 16-bit copy of out, when out16.data is set
 // out must not alias h or delta.
 void rmsnorm_residual(float* h, const float* delta, const float* w, int n, int d, float eps,
-                      float* out, cudaStream_t stream);
+                      float* out, Out16 out16, cudaStream_t stream);
 
 }  // namespace mamba::cuda

@@ -120,7 +120,11 @@ __global__ void __launch_bounds__(kThreads, V == 1 ? 5 : 1)
       }
     }
     // y = (h . C + D * x) * silu(z)
-    if (valid && mine) p.y[row * p.d_inner + c] = (yp[0] + Dc * xm) * silu(zm);
+    if (valid && mine) {
+      const float yv = (yp[0] + Dc * xm) * silu(zm);
+      p.y[row * p.d_inner + c] = yv;
+      if (p.y16.data) store16(p.y16, row * p.d_inner + c, yv);
+    }
     if constexpr (kAhead) {
 #pragma unroll
       for (int s = 0; s < kGroup; s++)
@@ -179,8 +183,11 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
     if (valid) *reinterpret_cast<Vec*>(st + n) = s;
   }
   for (int o = L / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  if (valid && j == 0)
-    p.y[int64_t(row) * p.d_inner + c] = (acc + p.D[c] * x) * silu(p.z[int64_t(row) * p.ldz + c]);
+  if (valid && j == 0) {
+    const float yv = (acc + p.D[c] * x) * silu(p.z[int64_t(row) * p.ldz + c]);
+    p.y[int64_t(row) * p.d_inner + c] = yv;
+    if (p.y16.data) store16(p.y16, int64_t(row) * p.d_inner + c, yv);
+  }
 }
 
 void check(const SelectiveScanParams& p, const char* op) {

@@ -29,6 +29,7 @@ struct SelectiveScanParams {
   int d_inner = 0;
   int d_state = 0;                 // 1 ..= kMaxScanState
   float* y = nullptr;              // (n_tok, d_inner); must not overlap the inputs
+  Out16 y16;                       // (n_tok, d_inner) 16-bit copy of y, when y16.data is set
 };
 
 // Prefill: parallel over (channel, sequence), each block scanning its channel's time axis in

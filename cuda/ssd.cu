@@ -82,6 +82,20 @@ __device__ __forceinline__ void warp_mma_3xtf32(float (&acc)[MT][NT][4], const i
   }
 }
 
+// Calls f(i, j, r, c, v) for every accumulator element v a lane holds of a warp's MT x NT
+// tiles: v sits at row r (0..15), column c (0..7) of tile (i, j).
+template <int MT, int NT, class F>
+__device__ __forceinline__ void each_acc(float (&acc)[MT][NT][4], F f) {
+  const int lane = int(threadIdx.x) & 31;
+#pragma unroll
+  for (int i = 0; i < MT; i++)
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        f(i, j, (lane >> 2) + 8 * (e >> 1), 2 * (lane & 3) + (e & 1), acc[i][j][e]);
+}
+
 // ---- asynchronous staging -------------------------------------------------------------------
 // Zero-filled copies: a source size of 0 writes zeros and reads nothing, which pads partial
 // chunks and head_dim / d_state up to the tile sizes without branches around the copy.
@@ -218,18 +232,15 @@ __device__ __forceinline__ void cb_block(const SsdParams& p, const ChunkPos& c, 
   cp_async_wait_all();
   __syncthreads();
   // Warp w: columns [16 w, 16 w + 16). B^T read from B's rows.
-  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  const int warp = int(threadIdx.x) >> 5;
   float acc[1][2][4] = {};
   const int k_end[1] = {Nk};
   warp_mma_3xtf32(
       acc, k_end, [&](int, int r, int k) { return Cs[r * ld + k]; },
       [&](int j, int k, int col) { return Bs[(warp * 16 + j * 8 + col) * ld + k]; });
-#pragma unroll
-  for (int j = 0; j < 2; j++)
-#pragma unroll
-    for (int e = 0; e < 4; e++)
-      out[((lane >> 2) + 8 * (e >> 1)) * Q + warp * 16 + j * 8 + 2 * (lane & 3) + (e & 1)] =
-          acc[0][j][e];
+  each_acc(acc, [&](int, int j, int r, int col, float v) {
+    out[r * Q + warp * 16 + j * 8 + col] = v;
+  });
 }
 
 // ---- step 2: each chunk's own final state ---------------------------------------------------
@@ -278,7 +289,7 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
 
   // Warp w: the 32 x 32 tile at rows 32 (w / 2), columns 32 (w % 2) of the slice.
-  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  const int warp = int(threadIdx.x) >> 5;
   const int wr0 = (warp >> 1) * 32, wc0 = (warp & 1) * 32;
   float acc[2][4][4] = {};
   const int k_end[2] = {Q, Q};
@@ -287,16 +298,10 @@ __global__ void __launch_bounds__(kThreads)
       acc, k_end, [&](int i, int r, int l) { return Xs[l * ldx + wr0 + i * 16 + r] * w_s[l]; },
       [&](int j, int l, int col) { return Bs[l * ldb + wc0 + j * 8 + col]; });
   float* out = states + ((int64_t(c.seq) * max_chunks + c.chunk) * H + h) * int64_t(P) * N;
-  const int r_lo = p0 + wr0 + (lane >> 2), c_lo = n0 + wc0 + 2 * (lane & 3);
-#pragma unroll
-  for (int i = 0; i < 2; i++)
-#pragma unroll
-    for (int j = 0; j < 4; j++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int r = r_lo + 16 * i + 8 * (e >> 1), n = c_lo + 8 * j + (e & 1);
-        if (r < P && n < N) out[int64_t(r) * N + n] = acc[i][j][e];
-      }
+  each_acc(acc, [&](int i, int j, int r, int col, float v) {
+    const int pr = p0 + wr0 + 16 * i + r, n = n0 + wc0 + 8 * j + col;
+    if (pr < P && n < N) out[int64_t(pr) * N + n] = v;
+  });
 }
 
 // ---- step 3: pass the state along the chunks ------------------------------------------------
@@ -420,8 +425,7 @@ __global__ void __launch_bounds__(kScanThreads, 2)
                            c.n_rows, N, vec.bc);
   stage_state(0);  // one group with C
 
-  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
-  const int gr = lane >> 2, tc = lane & 3;
+  const int warp = int(threadIdx.x) >> 5;
   // Warp w: row tiles w / 4 and 3 - w / 4 (equal causal work in M X), columns
   // [16 (w % 4), 16 (w % 4) + 16) of the slice.
   const int rt[2] = {warp >> 2, 3 - (warp >> 2)};
@@ -465,12 +469,7 @@ __global__ void __launch_bounds__(kScanThreads, 2)
     if (int(threadIdx.x) < Q) ecs_s[threadIdx.x] = expf(cs_s[min(int(threadIdx.x), last)]);
     __syncthreads();
 
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-      for (int j = 0; j < 2; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) acc[i][j][e] *= ecs_s[rt[i] * 16 + gr + 8 * (e >> 1)];
+    each_acc(acc, [&](int i, int, int r, int, float& v) { v *= ecs_s[rt[i] * 16 + r]; });
     // M is causal: row tile t needs s < 16 (t + 1) only.
     const int k_causal[2] = {(rt[0] + 1) * 16, (rt[1] + 1) * 16};
     warp_mma_3xtf32(
@@ -479,17 +478,11 @@ __global__ void __launch_bounds__(kScanThreads, 2)
         [&](int j, int s, int col) { return Xs[s * ldx + col0 + j * 8 + col]; });
 
     const float Dh = p.D[h];
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-      for (int j = 0; j < 2; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int l = rt[i] * 16 + gr + 8 * (e >> 1), col = col0 + j * 8 + 2 * tc + (e & 1);
-          if (l < c.n_rows && p0 + col < P)
-            p.y[(c.row0 + l) * ldy + int64_t(h) * P + p0 + col] =
-                acc[i][j][e] + Dh * Xs[l * ldx + col];
-        }
+    each_acc(acc, [&](int i, int j, int r, int cc, float v) {
+      const int l = rt[i] * 16 + r, col = col0 + j * 8 + cc;
+      if (l < c.n_rows && p0 + col < P)
+        p.y[(c.row0 + l) * ldy + int64_t(h) * P + p0 + col] = v + Dh * Xs[l * ldx + col];
+    });
   }
 }
 // ---- decode ---------------------------------------------------------------------------------

@@ -249,7 +249,8 @@ TEST_CASE("decode graphs: replay equals the uncaptured step, bit for bit") {
       REQUIRE(lg == lp);
     }
     bool all_equal = true;
-    // Batch sizes 3, 1 and 3 again: the third step replays the first graph.
+    // Batch sizes 3, 1, 3, 4, 3, 1: a size's first step runs as plain launches, its second
+    // captures its graph (steps 2 and 5) and its third replays it (step 4).
     const std::vector<std::vector<int>> batches = {{2, 0, 1}, {3}, {1, 2, 0}, {0, 1, 2, 3}};
     for (int step = 0; step < 6; step++) {
       const auto& slots = batches[size_t(step) % batches.size()];

@@ -81,6 +81,13 @@ float from_16(uint16_t h, DType t) {
   return t == DType::F16 ? mamba::f16_to_f32(h) : mamba::bf16_to_f32(h);
 }
 
+// 1 when the 16-bit copy `got16` is not exactly the float32 values `f32` rounded to t, else 0:
+// an Out16 output must equal the rounding pass it replaces, bit for bit.
+double rounding_mismatch(const std::vector<uint16_t>& got16, const std::vector<float>& f32,
+                         DType t) {
+  return got16 == to_16(f32, t) ? 0.0 : 1.0;
+}
+
 // A weight in the given dtype on the device, and the float values it holds.
 struct Weight {
   DeviceBuffer dev;
@@ -132,9 +139,12 @@ TEST_CASE("rmsnorm_residual: residual add and norm") {
       const float eps = 1e-5f;
       auto h = randn(size_t(n) * d), delta = randn(size_t(n) * d), w = randn(d, 0.2f, 1.0f);
       DeviceBuffer dh = to_device(h), ddelta = to_device(delta), dw = to_device(w);
-      DeviceBuffer out(size_t(n) * d * 4, "out");
+      DeviceBuffer out(size_t(n) * d * 4, "out"), out16(size_t(n) * d * 2, "out16");
+      // The 16-bit copy in both types, one per delta setting.
+      const DType t16 = with_delta ? DType::BF16 : DType::F16;
       mamba::cuda::rmsnorm_residual(dh.as<float>(), with_delta ? ddelta.as<float>() : nullptr,
-                                    dw.as<float>(), n, d, eps, out.as<float>(), nullptr);
+                                    dw.as<float>(), n, d, eps, out.as<float>(),
+                                    {out16.data(), t16 == DType::BF16}, nullptr);
       std::vector<double> h_ref(h.begin(), h.end()), o_ref(h.size());
       for (int r = 0; r < n; r++) {
         double ss = 0;
@@ -149,6 +159,10 @@ TEST_CASE("rmsnorm_residual: residual add and norm") {
       report("rmsnorm_residual out", shape, rel_l2(to_host<float>(out, o_ref.size()), o_ref),
              1e-5);
       report("rmsnorm_residual h", shape, rel_l2(to_host<float>(dh, h_ref.size()), h_ref), 1e-6);
+      report(std::string("rmsnorm_residual out16 ") + dname(t16), shape,
+             rounding_mismatch(to_host<uint16_t>(out16, o_ref.size()),
+                               to_host<float>(out, o_ref.size()), t16),
+             0.0);
     }
   }
 }
@@ -172,6 +186,10 @@ void conv_case(int dim, int K, const Batch& b, bool step) {
   p.dim = dim;
   p.d_conv = K;
   p.out = out.as<float>();
+  // The 16-bit copy of out (what a following 16-bit projection reads), f16 for the step.
+  const DType t16 = step ? DType::F16 : DType::BF16;
+  DeviceBuffer out16(size_t(n_tok) * dim * 2, "out16");
+  p.out16 = {out16.data(), t16 == DType::BF16};
   if (step)
     mamba::cuda::conv1d_step(p, n_tok, b.view.slots, nullptr);
   else
@@ -195,8 +213,11 @@ void conv_case(int dim, int K, const Batch& b, bool step) {
   const std::string op = step ? "conv1d_step" : "conv1d_prefill";
   const std::string shape = "dim " + std::to_string(dim) + " K " + std::to_string(K) + " " +
                             (step ? "slots " + join(b.slots) : b.name());
-  report(op + " out", shape, rel_l2(to_host<float>(out, o_ref.size()), o_ref), 1e-5);
+  const auto got = to_host<float>(out, o_ref.size());
+  report(op + " out", shape, rel_l2(got, o_ref), 1e-5);
   report(op + " state", shape, rel_l2(st.result(), s_ref), 1e-6);
+  report(op + " out16 " + dname(t16), shape,
+         rounding_mismatch(to_host<uint16_t>(out16, o_ref.size()), got, t16), 0.0);
 }
 
 TEST_CASE("conv1d: prefill and step at real and fixture shapes") {
@@ -252,6 +273,10 @@ void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
   p.d_inner = d_inner;
   p.d_state = N;
   p.y = y.as<float>();
+  // The 16-bit copy of y (what a following 16-bit projection reads), bf16 for the step.
+  const DType t16 = step ? DType::BF16 : DType::F16;
+  DeviceBuffer y16(size_t(n_tok) * d_inner * 2, "y16");
+  p.y16 = {y16.data(), t16 == DType::BF16};
   if (step)
     mamba::cuda::selective_scan_step(p, n_tok, b.view.slots, nullptr);
   else
@@ -278,8 +303,11 @@ void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
   const std::string op = step ? "selective_scan_step" : "selective_scan_prefill";
   const std::string shape = "d_inner " + std::to_string(d_inner) + " N " + std::to_string(N) +
                             " " + (step ? "slots " + join(b.slots) : b.name());
-  report(op + " y", shape, rel_l2(to_host<float>(y, y_ref.size()), y_ref), 2e-5);
+  const auto got_y = to_host<float>(y, y_ref.size());
+  report(op + " y", shape, rel_l2(got_y, y_ref), 2e-5);
   report(op + " state", shape, rel_l2(st.result(), s_ref), 2e-5);
+  report(op + " y16 " + dname(t16), shape,
+         rounding_mismatch(to_host<uint16_t>(y16, y_ref.size()), got_y, t16), 0.0);
 }
 
 TEST_CASE("selective scan (Mamba-1): prefill and step") {
@@ -443,8 +471,13 @@ TEST_CASE("gated_rmsnorm: per-group norm of y * SiLU(z)") {
       DeviceBuffer dy = to_device(y), dz = to_device(z), dw = to_device(w);
       DeviceBuffer dout(size_t(n) * d_inner * 4, "out");
       float* out = in_place ? dy.as<float>() : dout.as<float>();
+      // The 16-bit copy alone (the prefill's form) must equal the float32 output rounded.
+      const DType t16 = in_place ? DType::F16 : DType::BF16;
+      DeviceBuffer out16(size_t(n) * d_inner * 2, "out16");
       mamba::cuda::gated_rmsnorm(dy.as<float>(), dz.as<float>(), ldz, dw.as<float>(), n, d_inner,
-                                 G, eps, out, nullptr);
+                                 G, eps, nullptr, {out16.data(), t16 == DType::BF16}, nullptr);
+      mamba::cuda::gated_rmsnorm(dy.as<float>(), dz.as<float>(), ldz, dw.as<float>(), n, d_inner,
+                                 G, eps, out, {}, nullptr);
       std::vector<double> ref(y.size());
       const int gs = d_inner / G;
       for (int r = 0; r < n; r++) {
@@ -458,9 +491,12 @@ TEST_CASE("gated_rmsnorm: per-group norm of y * SiLU(z)") {
           for (int j = g * gs; j < (g + 1) * gs; j++) ref[r * d_inner + j] *= s * w[j];
         }
       }
-      report("gated_rmsnorm", "d_inner " + std::to_string(d_inner) + " G " + std::to_string(G) +
-                                  (in_place ? " in place" : ""),
-             rel_l2(to_host<float>(in_place ? dy : dout, ref.size()), ref), 1e-5);
+      const std::string shape = "d_inner " + std::to_string(d_inner) + " G " +
+                                std::to_string(G) + (in_place ? " in place" : "");
+      const auto got = to_host<float>(in_place ? dy : dout, ref.size());
+      report("gated_rmsnorm", shape, rel_l2(got, ref), 1e-5);
+      report(std::string("gated_rmsnorm out16 only ") + dname(t16), shape,
+             rounding_mismatch(to_host<uint16_t>(out16, ref.size()), got, t16), 0.0);
     }
   }
 }
@@ -515,6 +551,25 @@ TEST_CASE("linear: projections in f32, f16 and bf16") {
         std::snprintf(shape, sizeof shape, "%s (%d, %d) n %d%s", c.what, c.rows, c.cols, n,
                       bias ? " +bias" : "");
         report(std::string("linear ") + dname(t), shape, rel_l2(got, ref), tol);
+        if (t != DType::F32) {
+          // x already rounded by its producer (an Out16 in the scratch): the same bits, and x
+          // itself is not read.
+          std::vector<float> packed;
+          for (int r = 0; r < n; r++)
+            packed.insert(packed.end(), x.begin() + size_t(r) * ldx,
+                          x.begin() + size_t(r) * ldx + c.cols);
+          DeviceBuffer x16 = to_device(to_16(packed, t));
+          DeviceBuffer y2(size_t(n) * ldy * 4, "y2");
+          mamba::cuda::linear(handle, dm, nullptr, ldx, n, y2.as<float>(), ldy,
+                              bias ? db.as<float>() : nullptr, {x16.data(), x16.bytes()},
+                              nullptr, /*x_rounded=*/true);
+          const auto got2 = to_host<float>(y2, size_t(n) * ldy);
+          bool same = true;
+          for (int r = 0; r < n; r++)
+            for (int i = 0; i < c.rows; i++)
+              same = same && got2[size_t(r) * ldy + i] == got_all[size_t(r) * ldy + i];
+          report(std::string("linear ") + dname(t) + " x_rounded", shape, same ? 0.0 : 1.0, 0.0);
+        }
       }
     }
   }
@@ -598,6 +653,31 @@ TEST_CASE("linear_decode: accurate, and each row's result independent of the bat
           INFO(c.what, " ", dname(t), " n ", n, " ld+", ld_pad);
           CHECK(differ == 0);
           CHECK(to_host<unsigned>(counters, zeros.size()) == zeros);
+          // Where the staged GEMM reads x16, x written there by its producer (rounded on the
+          // host here) gives the same bits without the rounding pass.
+          if (mamba::cuda::linear_decode_reads_x16(dm, n, ws)) {
+            std::vector<float> packed;
+            for (int r = 0; r < n; r++)
+              packed.insert(packed.end(), x.begin() + size_t(r) * ldx,
+                            x.begin() + size_t(r) * ldx + c.cols);
+            const auto h16 = to_16(packed, t);
+            CUDA_CHECK(cudaMemcpy(x16.data(), h16.data(), h16.size() * 2, cudaMemcpyHostToDevice));
+            DeviceBuffer y2(size_t(n) * ldy * 4, "y2");
+            mamba::cuda::linear_decode(dm, dx.as<float>(), ldx, n, y2.as<float>(), ldy,
+                                       db.as<float>(), ws, nullptr, /*x_rounded=*/true);
+            const auto all2 = to_host<float>(y2, size_t(n) * ldy);
+            int64_t differ2 = 0;
+            for (int r = 0; r < n; r++)
+              for (int i = 0; i < c.rows; i++)
+                differ2 += std::memcmp(&all2[size_t(r) * ldy + i], &all[size_t(r) * ldy + i], 4) != 0;
+            CHECK(differ2 == 0);
+          } else {
+            // x_rounded is refused where x16 is not read.
+            DeviceBuffer y2(size_t(n) * ldy * 4, "y2");
+            CHECK_THROWS_AS(mamba::cuda::linear_decode(dm, dx.as<float>(), ldx, n, y2.as<float>(),
+                                                       ldy, db.as<float>(), ws, nullptr, true),
+                            mamba::Error);
+          }
         }
       }
     }
