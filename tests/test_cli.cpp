@@ -467,7 +467,7 @@ TEST_CASE("cli: --state-save then --state-load continues like one long run") {
   const json dwhole = run_json("-p " + quoted(kFib) + " -n 30 --ignore-eos");
   const json dfirst = run_json("-p " + quoted(kFib) + " -n 12 --ignore-eos --state-save " + dstate);
   const json drest = run_json("--state-load " + dstate + " -n 18 --ignore-eos < /dev/null");
-  CHECK(dfirst["text"].get<std::string>() + drest["text"].get<std::string>() == dwhole["text"]);
+  CHECK(dfirst["text"].get<std::string>() + drest["text"].get<std::string>() == dwhole["text"].get<std::string>());
 
   // Errors: a damaged or foreign state file is an error here, not a warning.
   std::string out, err;
