@@ -400,7 +400,7 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   float* proj = proj_.as<float>();  // (n, 2*DI): x | z
   float* xc = xc_.as<float>();      // (n, DI)
   float* dbl = dbl_.as<float>();    // (n, R + 2N): dt_low | B | C
-  float* dt = dt_.as<float>();      // (n, DI) prefill only
+  float* dt = dt_.as<float>();      // (n, DI)
   float* y = y_.as<float>();        // (n, DI)
 
   // x_proj reads the conv output; the scan reads it in float32 too.
@@ -408,15 +408,10 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   in_proj_conv(il, n, decode, proj, ld_proj, proj, DI, xc, xc16);
   this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode, xc16.data != nullptr);
   if (c_.dt_b_c_rms) cuda::falcon_bcdt_rms(dbl, ld_dbl, n, R, N, c_.mixer_rms_eps, stream_);
+  this->proj(w.dt_proj, dbl, ld_dbl, n, dt, DI, DeviceBuffer(), decode);
   cuda::SelectiveScanParams sp;
   sp.x = xc;
-  if (decode) {  // the step computes dt_proj itself
-    sp.dt_w = w.dt_proj;
-    sp.dt_low = dbl;
-  } else {
-    this->proj(w.dt_proj, dbl, ld_dbl, n, dt, DI, DeviceBuffer(), decode);
-    sp.dt = dt;
-  }
+  sp.dt = dt;
   sp.dt_bias = w.dt_bias.as<float>();
   sp.A = w.A.as<float>();
   sp.B = dbl + R;

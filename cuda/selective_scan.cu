@@ -146,81 +146,9 @@ __global__ void __launch_bounds__(kThreads, V == 1 ? 5 : 1)
 // d_state) row-major) and, with V = 4, 16 bytes wide; L is d_state / V rounded up to a power of
 // two, at most 32. The C-weighted sum runs over a lane's entries in order, then a fixed
 // butterfly over the group. Every row is computed alone, whatever else is in the batch.
-// dt_raw = dt_w[c, :] . dt_low[:] by the L lanes of channel c's group: lane j takes the 8-value
-// pieces j, j + L, ... in order, dt_low rounded to T first; a butterfly over the group adds the
-// lanes' sums, so every lane ends with the same value.
-template <typename T>
-__device__ __forceinline__ float round_to(float v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return __half2float(__float2half_rn(v));
-  } else {
-    return __bfloat162float(__float2bfloat16_rn(v));
-  }
-}
-template <typename T>
-__device__ __forceinline__ float to_float(T v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, __half>) {
-    return __half2float(v);
-  } else {
-    return __bfloat162float(v);
-  }
-}
-// vec: w and x 16-byte aligned and R % 8 == 0, so each piece is whole 16-byte loads (the same
-// products in the same order as element by element).
-template <typename T>
-__device__ float dt_proj_dot(const T* __restrict__ w, const float* __restrict__ x, int R, int j,
-                             int L, bool vec) {
-  constexpr int kW16 = int(sizeof(T)) / 2;  // 16-byte loads per 8 weights
-  float acc = 0.0f;
-  for (int k0 = 8 * j; k0 < R; k0 += 8 * L) {
-    if (vec) {
-      union {
-        uint4 u[kW16];
-        T v[8];
-      } wp;
-      union {
-        float4 u[2];
-        float v[8];
-      } xp;
-#pragma unroll
-      for (int i = 0; i < kW16; i++) wp.u[i] = __ldg(reinterpret_cast<const uint4*>(w + k0) + i);
-      xp.u[0] = *reinterpret_cast<const float4*>(x + k0);
-      xp.u[1] = *reinterpret_cast<const float4*>(x + k0 + 4);
-#pragma unroll
-      for (int e = 0; e < 8; e++) acc = fmaf(to_float(wp.v[e]), round_to<T>(xp.v[e]), acc);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; e++)
-        if (k0 + e < R) acc = fmaf(to_float(__ldg(w + k0 + e)), round_to<T>(x[k0 + e]), acc);
-    }
-  }
-  for (int o = L / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  return acc;
-}
-
-__device__ float dt_raw_at(const SelectiveScanParams& p, int row, int c, int j, int L,
-                           bool vec) {
-  if (!p.dt_w.data) return p.dt[int64_t(row) * p.d_inner + c];
-  const int R = int(p.dt_w.cols);
-  const float* x = p.dt_low + int64_t(row) * p.ldbc;
-  const int64_t off = int64_t(c) * R;
-  switch (p.dt_w.dtype) {
-    case gguf::DType::F16:
-      return dt_proj_dot(static_cast<const __half*>(p.dt_w.data) + off, x, R, j, L, vec);
-    case gguf::DType::BF16:
-      return dt_proj_dot(static_cast<const __nv_bfloat16*>(p.dt_w.data) + off, x, R, j, L, vec);
-    default:
-      return dt_proj_dot(static_cast<const float*>(p.dt_w.data) + off, x, R, j, L, vec);
-  }
-}
-
 template <int V>
 __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t* __restrict__ slots,
-                                           int L, bool dt_vec) {
+                                           int L) {
   pdl_start();
   using Vec = std::conditional_t<V == 4, float4, float>;
   const int g = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / L);  // channel
@@ -234,8 +162,7 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
   const float* B = p.B + int64_t(row) * p.ldbc;
   const float* C = p.C + int64_t(row) * p.ldbc;
   const float x = p.x[int64_t(row) * p.d_inner + c];
-  // dt = softplus(dt_proj(dt_low) + dt_bias)
-  const float dt = softplus(dt_raw_at(p, row, c, j, L, dt_vec) + p.dt_bias[c]);
+  const float dt = softplus(p.dt[int64_t(row) * p.d_inner + c] + p.dt_bias[c]);
   const float dtx = dt * x;
   float acc = 0.0f;
   for (int n = V * j; n < N; n += V * L) {
@@ -264,7 +191,7 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
 }
 
 void check(const SelectiveScanParams& p, const char* op) {
-  require(p.x && (p.dt || p.dt_w.data) && p.dt_bias && p.A && p.B && p.C && p.D && p.z && p.y && p.state.base,
+  require(p.x && p.dt && p.dt_bias && p.A && p.B && p.C && p.D && p.z && p.y && p.state.base,
           op, "null pointer");
   require(p.d_inner > 0 && p.d_state >= 1 && p.d_state <= kMaxScanState, op,
           "d_state out of range 1..64");
@@ -277,7 +204,6 @@ void check(const SelectiveScanParams& p, const char* op) {
 void selective_scan_prefill(const SelectiveScanParams& p, const SeqBatch& batch,
                             cudaStream_t stream) {
   check(p, "selective_scan_prefill");
-  require(p.dt && !p.dt_w.data, "selective_scan_prefill", "prefill reads dt (dt_w is for the step)");
   require(batch.start && batch.slots && batch.n_seq >= 0 && batch.n_seq <= 65535,
           "selective_scan_prefill", "bad batch");
   if (batch.n_seq == 0 || batch.max_len == 0) return;
@@ -295,13 +221,6 @@ void selective_scan_step(const SelectiveScanParams& p, int n, const int32_t* slo
                          cudaStream_t stream) {
   check(p, "selective_scan_step");
   require(slots && n >= 0 && n <= 65535, "selective_scan_step", "bad slots or row count");
-  if (p.dt_w.data) {
-    require(p.dt_low && p.dt_w.rows == p.d_inner && p.dt_w.cols >= 1 && p.dt_w.cols <= p.ldbc,
-            "selective_scan_step", "dt_proj weight shape or dt_low");
-    require(p.dt_w.dtype == gguf::DType::F32 || p.dt_w.dtype == gguf::DType::F16 ||
-                p.dt_w.dtype == gguf::DType::BF16,
-            "selective_scan_step", "dt_proj weight dtype");
-  }
   if (n == 0) return;
   const int threads = 128;
   // 16-byte state, A, B and C accesses where every row and channel start is 16-byte aligned.
@@ -312,13 +231,11 @@ void selective_scan_step(const SelectiveScanParams& p, int n, const int32_t* slo
                     : 1;
   int L = 1;
   while (L * V < p.d_state && L < 32) L *= 2;
-  const bool dt_vec = p.dt_w.data && p.dt_w.cols % 8 == 0 && p.ldbc % 4 == 0 &&
-                      aligned(p.dt_w.data) && aligned(p.dt_low);
   const dim3 grid(unsigned(ceil_div(int64_t(p.d_inner) * L, threads)), unsigned(n));
   if (V == 4)
-    launch_pdl(selective_scan_step_kernel<4>, grid, dim3(threads), 0, stream, p, slots, L, dt_vec);
+    launch_pdl(selective_scan_step_kernel<4>, grid, dim3(threads), 0, stream, p, slots, L);
   else
-    launch_pdl(selective_scan_step_kernel<1>, grid, dim3(threads), 0, stream, p, slots, L, dt_vec);
+    launch_pdl(selective_scan_step_kernel<1>, grid, dim3(threads), 0, stream, p, slots, L);
   CUDA_CHECK(cudaGetLastError());
 }
 

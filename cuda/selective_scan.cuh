@@ -9,7 +9,6 @@
 #pragma once
 
 #include "common.cuh"
-#include "linear.cuh"
 
 namespace mamba::cuda {
 
@@ -18,9 +17,6 @@ constexpr int kMaxScanState = 64;  // Mamba-1 checkpoints use d_state = 16
 struct SelectiveScanParams {
   const float* x = nullptr;        // (n_tok, d_inner) conv output
   const float* dt = nullptr;       // (n_tok, d_inner) dt_proj output, before bias and softplus
-  // Decode only, instead of dt: the step computes dt_proj itself (see selective_scan_step).
-  DeviceMatrix dt_w;               // (d_inner, dt_rank) dt_proj weight, f32 / f16 / bf16
-  const float* dt_low = nullptr;   // (n_tok, ldbc): x_proj's first dt_rank outputs per row
   const float* dt_bias = nullptr;  // (d_inner)
   const float* A = nullptr;        // (d_inner, d_state), already -exp(A_log)
   const float* B = nullptr;        // (n_tok, ldbc): d_state values per row
@@ -41,9 +37,6 @@ struct SelectiveScanParams {
 void selective_scan_prefill(const SelectiveScanParams& p, const SeqBatch& batch,
                             cudaStream_t stream);
 // Decode: row i advances slot slots[i] (device, n entries, all distinct) by one step.
-// With p.dt_w set, dt_raw = dt_proj(dt_low) is computed in the step (one kernel fewer per
-// layer): dt_low rounded to the weight's dtype as the projections round their input, the
-// products summed in float32 in a fixed order per row, whatever n is.
 void selective_scan_step(const SelectiveScanParams& p, int n, const int32_t* slots,
                          cudaStream_t stream);
 

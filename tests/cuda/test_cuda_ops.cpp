@@ -7,7 +7,6 @@
 #include <array>
 #include <cstring>
 #include <limits>
-#include <optional>
 
 #include "conv1d.cuh"
 #include "cuda_test_util.h"
@@ -243,10 +242,7 @@ TEST_CASE("conv1d: prefill and step at real and fixture shapes") {
 
 // ---- Mamba-1 selective scan --------------------------------------------------------------
 
-// dt_w (step only): the step computes dt = dt_proj(dt_low) itself from a weight of that dtype,
-// instead of reading a random dt.
-void scan_case(int d_inner, int N, int R, const Batch& b, bool step,
-               std::optional<DType> dt_w = std::nullopt) {
+void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
   const int n_tok = b.n_tok();
   const int64_t ldbc = R + 2 * N, ldz = 2 * int64_t(d_inner);
   auto x = randn(size_t(n_tok) * d_inner);
@@ -277,24 +273,6 @@ void scan_case(int d_inner, int N, int R, const Batch& b, bool step,
   p.d_inner = d_inner;
   p.d_state = N;
   p.y = y.as<float>();
-  std::optional<Weight> W;
-  if (dt_w) {
-    // dt_raw = dt_low W^T with dt_low rounded to W's dtype; this replaces the random dt.
-    W.emplace(randn(size_t(d_inner) * R, 1.0f / std::sqrt(float(R))), *dt_w);
-    for (int t = 0; t < n_tok; t++)
-      for (int c = 0; c < d_inner; c++) {
-        double v = 0;
-        for (int k = 0; k < R; k++) {
-          const float xk = xdbl[size_t(t) * ldbc + k];
-          const float xr = *dt_w == DType::F32 ? xk : from_16(to_16({xk}, *dt_w)[0], *dt_w);
-          v += double(W->values[size_t(c) * R + k]) * xr;
-        }
-        dt[size_t(t) * d_inner + c] = float(v);  // the reference below reads dt
-      }
-    p.dt = nullptr;
-    p.dt_w = {W->dev.data(), *dt_w, d_inner, R};
-    p.dt_low = dxdbl.as<float>();
-  }
   // The 16-bit copy of y (what a following 16-bit projection reads), bf16 for the step.
   const DType t16 = step ? DType::BF16 : DType::F16;
   DeviceBuffer y16(size_t(n_tok) * d_inner * 2, "y16");
@@ -324,10 +302,7 @@ void scan_case(int d_inner, int N, int R, const Batch& b, bool step,
   }
   const std::string op = step ? "selective_scan_step" : "selective_scan_prefill";
   const std::string shape = "d_inner " + std::to_string(d_inner) + " N " + std::to_string(N) +
-                            " " + (step ? "slots " + join(b.slots) : b.name()) +
-                            (dt_w ? " dt_proj " + std::string(dname(*dt_w)) + " R " +
-                                        std::to_string(R)
-                                  : "");
+                            " " + (step ? "slots " + join(b.slots) : b.name());
   const auto got_y = to_host<float>(y, y_ref.size());
   report(op + " y", shape, rel_l2(got_y, y_ref), 2e-5);
   report(op + " state", shape, rel_l2(st.result(), s_ref), 2e-5);
@@ -345,8 +320,6 @@ TEST_CASE("selective scan (Mamba-1): prefill and step") {
     scan_case(d_inner, N, R, Batch({300}, {2}), false);  // crosses a 256-step chunk
     scan_case(d_inner, N, R, Batch({3, 257, 64}, {3, 0, 1}), false);
     scan_case(d_inner, N, R, Batch({1, 1, 1}, {2, 0, 3}), true);
-    for (DType t : {DType::F16, DType::BF16, DType::F32})
-      scan_case(d_inner, N, R, Batch({1, 1, 1}, {2, 0, 3}), true, t);
   }
 }
 
