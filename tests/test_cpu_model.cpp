@@ -497,6 +497,67 @@ TEST_CASE("cpu model: state slots save, load, copy, reset; batched decode") {
   }
 }
 
+TEST_CASE("cpu model: prefill_batch equals one prefill per prompt, bit for bit") {
+  // Lengths that exercise the packing: 300 ids go alone (in pieces, as prefill() cuts them);
+  // 1 + 7 + 130 share a pass, 120 does not fit beside them, 5 joins it. Slots out of order,
+  // some with a state already.
+  const std::vector<size_t> lens = {1, 7, 130, 300, 120, 5};
+  const std::vector<int> slots = {3, 0, 5, 1, 2, 4};
+  for (const Case& k : cases()) {
+    for (bool chunked : {false, true}) {
+      if (chunked && k.o.arch != Arch::Mamba2) continue;
+      INFO("model ", k.name, chunked ? " (chunked scan)" : "");
+      const auto model = Model::load(model_file(k.name, k.o));
+      const size_t V = size_t(model->config().n_vocab);
+      cpu::CpuBackend packed(*model, 2, 6, chunked), alone(*model, 3, 6, chunked);
+      std::vector<std::vector<int32_t>> ids;
+      std::vector<std::span<const int32_t>> prompts;
+      for (size_t i = 0; i < lens.size(); i++) ids.push_back(random_ids(lens[i], model->config().n_vocab, 40 + i));
+      for (const auto& v : ids) prompts.push_back(v);
+      std::vector<float> got, one, base;
+      const auto prefix = random_ids(9, model->config().n_vocab, 39);
+      for (int slot : {0, 2}) {  // states to continue
+        packed.prefill(slot, prefix, false, one);
+        alone.prefill(slot, prefix, false, one);
+      }
+      packed.prefill_batch(slots, prompts, got);
+      REQUIRE(got.size() == lens.size() * V);
+      for (size_t i = 0; i < lens.size(); i++) {
+        alone.prefill(slots[i], prompts[i], false, one);
+        CHECK_MESSAGE(std::memcmp(got.data() + i * V, one.data(), V * 4) == 0, "prompt ", i);
+      }
+      for (int slot = 0; slot < 6; slot++) {
+        std::vector<uint8_t> a, b;
+        packed.save_slot(slot, a);
+        alone.save_slot(slot, b);
+        CHECK_MESSAGE(a == b, "slot ", slot);
+      }
+      // The default, one prefill() per prompt, from the same starting states (what other
+      // backends inherit), gives the same bits too.
+      for (int slot = 0; slot < 6; slot++) packed.reset_slot(slot);
+      for (int slot : {0, 2}) packed.prefill(slot, prefix, false, one);
+      packed.Backend::prefill_batch(slots, prompts, base);
+      CHECK(bitwise_equal(base, got));
+    }
+  }
+  // Misuse is an error, not a crash.
+  const Case k = cases()[0];
+  const auto model = Model::load(model_file(k.name, k.o));
+  cpu::CpuBackend be(*model, 1, 2);
+  const std::vector<int32_t> a = random_ids(3, model->config().n_vocab, 1);
+  const std::span<const int32_t> two[2] = {a, a};
+  std::vector<float> out;
+  const int dup[2] = {1, 1}, ok[2] = {0, 1}, one_slot[1] = {0}, far[2] = {0, 2};
+  CHECK_THROWS_AS(be.prefill_batch(dup, two, out), Error);
+  CHECK_THROWS_AS(be.prefill_batch(one_slot, two, out), Error);
+  CHECK_THROWS_AS(be.prefill_batch(far, two, out), Error);
+  const std::span<const int32_t> with_empty[2] = {a, {}};
+  CHECK_THROWS_AS(be.prefill_batch(ok, with_empty, out), Error);
+  const int32_t bad[1] = {int32_t(model->config().n_vocab)};
+  const std::span<const int32_t> with_bad[2] = {a, bad};
+  CHECK_THROWS_AS(be.prefill_batch(ok, with_bad, out), Error);
+}
+
 // ---- loader errors ----------------------------------------------------------------------
 
 namespace {

@@ -1,5 +1,7 @@
 #include "backend/backend.h"
 
+#include <algorithm>
+
 #include "backend/cpu/cpu_backend.h"
 #include "common/error.h"
 #ifdef MAMBA_HAVE_CUDA
@@ -12,6 +14,34 @@ std::span<const float> Backend::decode_view(std::span<const int> slots,
                                            std::span<const int32_t> tokens) {
   decode(slots, tokens, view_);
   return view_;
+}
+
+void Backend::prefill_batch(std::span<const int> slots,
+                            std::span<const std::span<const int32_t>> prompts,
+                            std::vector<float>& last_logits) {
+  check_prefill_batch(slots, prompts);
+  const size_t V = size_t(config().n_vocab);
+  last_logits.resize(prompts.size() * V);
+  std::vector<float> one;
+  for (size_t i = 0; i < prompts.size(); i++) {
+    prefill(slots[i], prompts[i], /*all_logits=*/false, one);
+    std::copy(one.begin(), one.begin() + std::ptrdiff_t(V), last_logits.begin() + std::ptrdiff_t(i * V));
+  }
+}
+
+void Backend::check_prefill_batch(std::span<const int> slots,
+                                  std::span<const std::span<const int32_t>> prompts) const {
+  if (slots.size() != prompts.size())
+    fail("prefill_batch got ", slots.size(), " slots but ", prompts.size(), " prompts");
+  const int n = n_slots();
+  std::vector<bool> seen(size_t(n), false);
+  for (size_t i = 0; i < slots.size(); i++) {
+    const int slot = slots[i];
+    if (slot < 0 || slot >= n) fail("slot ", slot, " is out of range (n_slots = ", n, ")");
+    if (seen[size_t(slot)]) fail("slot ", slot, " appears twice in one prefill_batch call");
+    seen[size_t(slot)] = true;
+    if (prompts[i].empty()) fail("prefill needs at least one token");
+  }
 }
 
 void Backend::check_decode(std::span<const int> slots, std::span<const int32_t> tokens) const {

@@ -38,6 +38,14 @@ class Backend {
   // (n_tokens, n_vocab) when all_logits, else the last position only (1, n_vocab).
   virtual void prefill(int slot, std::span<const int32_t> tokens, bool all_logits,
                        std::vector<float>& logits) = 0;
+  // Several prompts at once, prompts[i] continuing the state in slots[i] (all distinct):
+  // exactly what prefill(slots[i], prompts[i], false, ...) one after another would compute,
+  // bit for bit. last_logits: (n, n_vocab), row i the last position of prompts[i]. A backend
+  // may run short prompts through one forward pass, reading the weights once for all of them;
+  // this default calls prefill() for each.
+  virtual void prefill_batch(std::span<const int> slots,
+                             std::span<const std::span<const int32_t>> prompts,
+                             std::vector<float>& last_logits);
   // One recurrent step for each (slots[i], tokens[i]); logits (n, n_vocab).
   virtual void decode(std::span<const int> slots, std::span<const int32_t> tokens,
                       std::vector<float>& logits) = 0;
@@ -52,6 +60,10 @@ class Backend {
   // Throws mamba::Error unless there is one slot per token, every slot exists and appears once,
   // and every token is inside the vocabulary.
   void check_decode(std::span<const int> slots, std::span<const int32_t> tokens) const;
+  // Throws mamba::Error unless there is one slot per prompt, every slot exists and appears
+  // once, and no prompt is empty (the ids are checked by the prefill itself).
+  void check_prefill_batch(std::span<const int> slots,
+                           std::span<const std::span<const int32_t>> prompts) const;
 
  private:
   std::vector<float> view_;  // decode_view()'s logits where a backend has no buffer of its own

@@ -27,6 +27,7 @@ struct Scheduler::Seq {
   // the next backend call, so every pick happens before one), or `own`. Never written:
   // ignore_eos bans EOS inside the Sampler instead of in a copy of the row.
   std::span<const float> last;
+  std::vector<int32_t> prompt;  // its prompt ids, from start() until its prefill
   std::vector<float> own;      // (n_vocab) its prefill's logits
   int32_t next = -1;           // the id choose() sampled, for take()
   std::exception_ptr error;    // what choose() threw, rethrown by take() in slot order
@@ -115,24 +116,64 @@ std::unique_ptr<Scheduler::Seq> Scheduler::start(Waiting&& w, int slot, const Re
   s->r.n_prompt = int(prompt.size());
   s->r.queue_ms = t_admit - w.submitted_ms;
 
-  // As generate(): a fresh state, every prompt id in the penalty history, one prefill call.
+  // As generate(): a fresh state, every prompt id in the penalty history, then (in admit())
+  // the whole prompt in one prefill.
   be_.reset_slot(slot);
   s->sampler.accept(prompt);
-  const double t0 = now_ms();
-  be_.prefill(slot, prompt, /*all_logits=*/false, s->own);
-  s->own.resize(size_t(n_vocab_));
-  s->last = s->own;
-  s->decode_start_ms = now_ms();
-  s->r.prefill_ms = s->decode_start_ms - t0;
+  s->prompt = std::move(prompt);
   return s;
 }
 
 void Scheduler::admit(const ResultFn& on_result) {
   int used = 0;  // prompt tokens prefilled in this iteration
+  const auto cancelled = [&] { return o_.cancel && o_.cancel->load(); };
+  // Rounds of: take waiting requests into the free slots while the budget lasts, prefill
+  // them together (Backend::prefill_batch computes each as its own prefill call would), then
+  // pick each one's first token in order of admission. A request that ends at its first pick
+  // frees its slot for the next round.
+  std::vector<Seq*> batch;
+  std::vector<int> slots;
+  std::vector<std::span<const int32_t>> prompts;
+  std::vector<float> logits;  // (batch, n_vocab)
+  for (bool more = true; more;) {
+    batch.clear();
+    more = take_waiting(used, batch, on_result);
+    if (batch.empty()) return;
+    slots.clear();
+    prompts.clear();
+    for (Seq* s : batch) {
+      slots.push_back(s->slot);
+      prompts.push_back(s->prompt);
+    }
+    const double t0 = now_ms();
+    be_.prefill_batch(slots, prompts, logits);
+    const double t1 = now_ms();
+    const size_t V = size_t(n_vocab_);
+    for (size_t i = 0; i < batch.size(); i++) {
+      Seq& s = *batch[i];
+      s.own.assign(logits.begin() + std::ptrdiff_t(i * V), logits.begin() + std::ptrdiff_t((i + 1) * V));
+      s.last = s.own;
+      s.prompt = {};
+      s.decode_start_ms = t1;
+      s.r.prefill_ms = t1 - t0;  // the shared call's time
+    }
+    for (Seq* s : batch) {
+      const int slot = s->slot;
+      if (pick(*s, on_result)) {  // done already (n_predict <= 1, EOS): the slot is free again
+        slots_[size_t(slot)].reset();
+        continue;
+      }
+      feed(*s);
+    }
+    if (cancelled()) return;
+  }
+}
+
+bool Scheduler::take_waiting(int& used, std::vector<Seq*>& batch, const ResultFn& on_result) {
   while (!waiting_.empty()) {
-    if (o_.cancel && o_.cancel->load()) return;
+    if (o_.cancel && o_.cancel->load()) return false;
     const auto free_slot = std::find(slots_.begin(), slots_.end(), nullptr);
-    if (free_slot == slots_.end()) return;
+    if (free_slot == slots_.end()) return true;  // slots may free up at the first picks
     Waiting& w = waiting_.front();
     // The budget counts ids; a text prompt's length in ids is only known after tokenizing,
     // so it is tokenized here once and kept as ids.
@@ -154,17 +195,17 @@ void Scheduler::admit(const ResultFn& on_result) {
       w.req.prompt.clear();
     }
     const int n = w.req.has_prompt_ids ? int(w.req.prompt_ids.size()) : 0;
-    if (used > 0 && used + n > o_.prefill_budget) return;
+    if (used > 0 && used + n > o_.prefill_budget) return false;
     Waiting taken = std::move(w);
     waiting_.pop_front();
     const int slot = int(free_slot - slots_.begin());
     std::unique_ptr<Seq> s = start(std::move(taken), slot, on_result);
     if (!s) continue;  // reported as an error; the slot stays free
     used += s->r.n_prompt;
-    if (pick(*s, on_result)) continue;  // done already (n_predict <= 1, EOS): slot stays free
-    feed(*s);
+    batch.push_back(s.get());
     *free_slot = std::move(s);
   }
+  return false;
 }
 
 void Scheduler::finish(Seq& s, const std::string& reason, const ResultFn& on_result) {

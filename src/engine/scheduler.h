@@ -8,10 +8,11 @@
 //      one thread only); everything that depends on the order (text, stop strings, results)
 //      follows serially, slot by slot, so the output does not depend on the thread count;
 //   2. admits waiting requests (first come, first served) into free slots, prefills their
-//      prompts and picks their first token, until the iteration's prompt-token budget is used
-//      up (at least one prompt is admitted when a slot is free, however long it is: a prompt
-//      is never split, so its prefill is the same single Backend::prefill call that
-//      generate() makes);
+//      prompts together and picks their first token, until the iteration's prompt-token
+//      budget is used up (at least one prompt is admitted when a slot is free, however long
+//      it is). A prompt is never split: Backend::prefill_batch computes each prompt exactly
+//      as the single Backend::prefill call that generate() makes, while a backend may read
+//      the weights once for several short prompts;
 //   3. feeds the picked tokens of all the sequences that go on back in ONE batched
 //      Backend::decode_view call.
 //
@@ -69,7 +70,7 @@ struct Result {
   std::string error;      // one line, when finish_reason == "error"
   int n_prompt = 0;       // prompt tokens prefilled
   double queue_ms = 0;    // submit() until its prefill began
-  double prefill_ms = 0;  // the prompt's Backend::prefill call
+  double prefill_ms = 0;  // the prefill call that took the prompt (shared by the prompts admitted together)
   double decode_ms = 0;   // end of prefill until it finished (shared decode steps)
 
   bool completed() const { return finish_reason != "cancelled" && finish_reason != "error"; }
@@ -127,8 +128,13 @@ class Scheduler {
   };
 
   void admit(const ResultFn& on_result);
-  // Starts `w` in `slot`: tokenize, sampler, prefill. Returns nullptr (after reporting the
-  // error) when the request cannot run.
+  // Starts waiting requests in free slots (not yet prefilled) and appends them to batch, as
+  // long as slots are free and `used` (prompt ids this iteration) stays within the budget.
+  // Returns whether admit() should try again after this batch's first picks: true when it
+  // stopped only for want of a free slot.
+  bool take_waiting(int& used, std::vector<Seq*>& batch, const ResultFn& on_result);
+  // Starts `w` in `slot`: checks, sampler, a reset slot; admit() prefills it. Returns nullptr
+  // (after reporting the error) when the request cannot run.
   std::unique_ptr<Seq> start(Waiting&& w, int slot, const ResultFn& on_result);
   // Picks the next token of s; returns true when s is finished (and has been reported).
   // pick = choose, then take.

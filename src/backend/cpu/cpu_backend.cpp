@@ -188,6 +188,50 @@ void CpuBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_log
   }
 }
 
+void CpuBackend::prefill_batch(std::span<const int> slots,
+                               std::span<const std::span<const int32_t>> prompts,
+                               std::vector<float>& last_logits) {
+  check_prefill_batch(slots, prompts);
+  for (const auto& p : prompts) check_tokens(p);
+  const size_t V = size_t(c_.n_vocab);
+  last_logits.resize(prompts.size() * V);
+  // The pass being gathered: its rows, one Seq per prompt, and each prompt's last row.
+  std::vector<int32_t> tokens;
+  std::vector<Seq> seqs;
+  std::vector<int64_t> rows;
+  std::vector<size_t> which;  // rows[j] is the last row of prompts[which[j]]
+  std::vector<float> out;
+  const auto place = [&](size_t i, const float* row) {
+    std::copy(row, row + V, last_logits.begin() + std::ptrdiff_t(i * V));
+  };
+  const auto run = [&] {
+    if (seqs.empty()) return;
+    out.resize(rows.size() * V);
+    forward(tokens, seqs, rows, out.data());
+    for (size_t j = 0; j < which.size(); j++) place(which[j], out.data() + j * V);
+    tokens.clear(), seqs.clear(), rows.clear(), which.clear();
+  };
+  for (size_t i = 0; i < prompts.size(); i++) {
+    const auto p = prompts[i];
+    const int64_t len = int64_t(p.size());
+    if (len > kMaxBatchTokens) {  // in pieces, exactly as prefill() cuts it
+      prefill(slots[i], p, /*all_logits=*/false, out);
+      place(i, out.data());
+      continue;
+    }
+    if (int64_t(tokens.size()) + len > kMaxBatchTokens) run();
+    SlotState& st = slots_[size_t(slots[i])];
+    seqs.push_back(Seq{.t0 = int64_t(tokens.size()),
+                       .len = len,
+                       .conv_state = st.conv.data(),
+                       .ssm_state = st.ssm.data()});
+    tokens.insert(tokens.end(), p.begin(), p.end());
+    rows.push_back(int64_t(tokens.size()) - 1);
+    which.push_back(i);
+  }
+  run();
+}
+
 void CpuBackend::decode(std::span<const int> slots, std::span<const int32_t> tokens,
                         std::vector<float>& logits) {
   check_decode(slots, tokens);

@@ -35,6 +35,10 @@ class CpuBackend final : public Backend {
 
   void prefill(int slot, std::span<const int32_t> tokens, bool all_logits,
                std::vector<float>& logits) override;
+  // Prompts of up to kMaxBatchTokens ids share forward passes of up to that many rows, so
+  // the weights are read once for all of them; each row's arithmetic is the same as alone.
+  void prefill_batch(std::span<const int> slots, std::span<const std::span<const int32_t>> prompts,
+                     std::vector<float>& last_logits) override;
   void decode(std::span<const int> slots, std::span<const int32_t> tokens,
               std::vector<float>& logits) override;
 
