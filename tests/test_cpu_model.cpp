@@ -512,7 +512,8 @@ TEST_CASE("cpu model: prefill_batch equals one prefill per prompt, bit for bit")
       cpu::CpuBackend packed(*model, 2, 6, chunked), alone(*model, 3, 6, chunked);
       std::vector<std::vector<int32_t>> ids;
       std::vector<std::span<const int32_t>> prompts;
-      for (size_t i = 0; i < lens.size(); i++) ids.push_back(random_ids(lens[i], model->config().n_vocab, 40 + i));
+      for (size_t i = 0; i < lens.size(); i++)
+        ids.push_back(random_ids(lens[i], model->config().n_vocab, 40 + i));
       for (const auto& v : ids) prompts.push_back(v);
       std::vector<float> got, one, base;
       const auto prefix = random_ids(9, model->config().n_vocab, 39);

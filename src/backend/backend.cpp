@@ -25,7 +25,8 @@ void Backend::prefill_batch(std::span<const int> slots,
   std::vector<float> one;
   for (size_t i = 0; i < prompts.size(); i++) {
     prefill(slots[i], prompts[i], /*all_logits=*/false, one);
-    std::copy(one.begin(), one.begin() + std::ptrdiff_t(V), last_logits.begin() + std::ptrdiff_t(i * V));
+    std::copy(one.begin(), one.begin() + std::ptrdiff_t(V),
+              last_logits.begin() + std::ptrdiff_t(i * V));
   }
 }
 

@@ -151,7 +151,8 @@ void Scheduler::admit(const ResultFn& on_result) {
     const size_t V = size_t(n_vocab_);
     for (size_t i = 0; i < batch.size(); i++) {
       Seq& s = *batch[i];
-      s.own.assign(logits.begin() + std::ptrdiff_t(i * V), logits.begin() + std::ptrdiff_t((i + 1) * V));
+      const auto row = logits.begin() + std::ptrdiff_t(i * V);
+      s.own.assign(row, row + std::ptrdiff_t(V));
       s.last = s.own;
       s.prompt = {};
       s.decode_start_ms = t1;

@@ -70,7 +70,7 @@ struct Result {
   std::string error;      // one line, when finish_reason == "error"
   int n_prompt = 0;       // prompt tokens prefilled
   double queue_ms = 0;    // submit() until its prefill began
-  double prefill_ms = 0;  // the prefill call that took the prompt (shared by the prompts admitted together)
+  double prefill_ms = 0;  // the prefill call that took the prompt (shared when admitted together)
   double decode_ms = 0;   // end of prefill until it finished (shared decode steps)
 
   bool completed() const { return finish_reason != "cancelled" && finish_reason != "error"; }
