@@ -34,14 +34,18 @@ void Backend::check_prefill_batch(std::span<const int> slots,
                                   std::span<const std::span<const int32_t>> prompts) const {
   if (slots.size() != prompts.size())
     fail("prefill_batch got ", slots.size(), " slots but ", prompts.size(), " prompts");
+  check_distinct_slots(slots, "prefill_batch");
+  for (const auto& p : prompts)
+    if (p.empty()) fail("prefill needs at least one token");
+}
+
+void Backend::check_distinct_slots(std::span<const int> slots, const char* call) const {
   const int n = n_slots();
   std::vector<bool> seen(size_t(n), false);
-  for (size_t i = 0; i < slots.size(); i++) {
-    const int slot = slots[i];
+  for (int slot : slots) {
     if (slot < 0 || slot >= n) fail("slot ", slot, " is out of range (n_slots = ", n, ")");
-    if (seen[size_t(slot)]) fail("slot ", slot, " appears twice in one prefill_batch call");
+    if (seen[size_t(slot)]) fail("slot ", slot, " appears twice in one ", call, " call");
     seen[size_t(slot)] = true;
-    if (prompts[i].empty()) fail("prefill needs at least one token");
   }
 }
 
@@ -51,13 +55,7 @@ void Backend::check_decode(std::span<const int> slots, std::span<const int32_t> 
   const int64_t V = config().n_vocab;
   for (int32_t id : tokens)
     if (id < 0 || id >= V) fail("token id ", id, " is out of range (n_vocab = ", V, ")");
-  const int n = n_slots();
-  std::vector<bool> seen(size_t(n), false);
-  for (int slot : slots) {
-    if (slot < 0 || slot >= n) fail("slot ", slot, " is out of range (n_slots = ", n, ")");
-    if (seen[size_t(slot)]) fail("slot ", slot, " appears twice in one decode call");
-    seen[size_t(slot)] = true;
-  }
+  check_distinct_slots(slots, "decode");
 }
 
 std::unique_ptr<Backend> make_backend(const Model& model, const BackendOptions& opts) {

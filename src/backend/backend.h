@@ -64,6 +64,8 @@ class Backend {
   // once, and no prompt is empty (the ids are checked by the prefill itself).
   void check_prefill_batch(std::span<const int> slots,
                            std::span<const std::span<const int32_t>> prompts) const;
+  // Throws mamba::Error unless every slot exists and appears once (`call` names the caller).
+  void check_distinct_slots(std::span<const int> slots, const char* call) const;
 
  private:
   std::vector<float> view_;  // decode_view()'s logits where a backend has no buffer of its own
