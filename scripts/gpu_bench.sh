@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: builds mamba-bench from one or more source trees, makes
+# random-weight f16 models of the published shapes with mamba-random, and runs the same
+# mamba-bench command with every tree's build, one after another, so that versions are
+# compared within one run on one GPU. Optionally times every decode-step kernel with ncu.
+#
+# Usage: scripts/gpu_bench.sh [SRC_DIR...]   (default: this tree; the first one makes the models)
+#   MODELS      shapes to make and run (default "mamba-130m mamba-1.4b"); known shapes:
+#               mamba-130m mamba-1.4b mamba-2.8b mamba2-2.7b
+#   BENCH_ARGS  mamba-bench arguments after -m (default "-p 512 -n 128 -b 1,64 -r 3")
+#   PROFILE     a model shape: time each kernel of its decode steps with ncu at batch 1 and at
+#               PROFILE_BATCH (default 64), one table per tree (default: no profile)
+#   MODEL_DIR   where the models go (default /tmp/models)
+#   LOG_DIR     where the tables go (default $OUT, else ./gpu-bench-logs)
+#   DEPS_DIR    unpacked Debian packages to build against (default .deps, used when present)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+srcs=("$@")
+[ ${#srcs[@]} -gt 0 ] || srcs=("$root")
+models=(${MODELS:-mamba-130m mamba-1.4b})
+bench_args=${BENCH_ARGS:--p 512 -n 128 -b 1,64 -r 3}
+mdir=${MODEL_DIR:-/tmp/models}
+logs=${LOG_DIR:-${OUT:-$root/gpu-bench-logs}}
+mkdir -p "$mdir" "$logs"
+
+cmake_args=(-G Ninja -DMAMBA_CUDA=ON -DMAMBA_TESTS=OFF)
+deps=${DEPS_DIR:-$root/.deps}
+if [ -d "$deps/usr" ]; then
+  cmake_args+=(-DCMAKE_PREFIX_PATH="$deps/usr")
+  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+fi
+command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt"
+
+shape_args() {  # mamba-random options for a published shape
+  case $1 in
+    mamba-130m) echo "--arch mamba --d-model 768 --n-layer 24 --n-vocab 50280" ;;
+    mamba-1.4b) echo "--arch mamba --d-model 2048 --n-layer 48 --n-vocab 50280" ;;
+    mamba-2.8b) echo "--arch mamba --d-model 2560 --n-layer 64 --n-vocab 50280" ;;
+    mamba2-2.7b) echo "--arch mamba2 --d-model 2560 --n-layer 64 --n-vocab 50288 --d-state 128 --head-dim 64" ;;
+    *) echo "unknown shape $1" >&2; return 1 ;;
+  esac
+}
+
+labels=()
+for src in "${srcs[@]}"; do
+  label=$(basename "$src")
+  labels+=("$label")
+  build=/tmp/gpu-bench-build/$label
+  t0=$(date +%s)
+  if ! cmake -S "$src" -B "$build" "${cmake_args[@]}" >"$logs/configure-$label.log" 2>&1 ||
+     ! cmake --build "$build" -j"$(nproc)" --target mamba-bench mamba-random \
+       >"$logs/build-$label.log" 2>&1; then
+    echo "build of $src failed:"; grep -E "error|Error" -A3 "$logs"/*-"$label".log | head -40
+    exit 1
+  fi
+  echo "built $label in $(( $(date +%s) - t0 )) s"
+done
+
+files=()
+for m in "${models[@]}"; do
+  f=$mdir/$m-f16.gguf
+  files+=("$f")
+  [ -f "$f" ] && continue
+  args=$(shape_args "$m") || exit 1
+  /tmp/gpu-bench-build/${labels[0]}/bin/mamba-random $args --dtype f16 -o "$f" >/dev/null || exit 1
+done
+list=$(IFS=,; echo "${files[*]}")
+
+for label in "${labels[@]}"; do
+  echo "== $label: mamba-bench -m $list --device cuda $bench_args"
+  /tmp/gpu-bench-build/$label/bin/mamba-bench -m "$list" --device cuda $bench_args \
+    2>&1 | tee "$logs/bench-$label.md"
+done
+
+if [ -n "${PROFILE:-}" ]; then
+  f=$mdir/$PROFILE-f16.gguf
+  [ -f "$f" ] || { echo "PROFILE=$PROFILE is not among MODELS"; exit 1; }
+  ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  for label in "${labels[@]}"; do
+    for b in 1 "${PROFILE_BATCH:-64}"; do
+      # Two decode steps after a 16-token prefill; graphs are profiled node by node.
+      csv=$logs/ncu-$label-b$b.csv
+      "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --log-file /dev/null \
+        /tmp/gpu-bench-build/$label/bin/mamba-bench -m "$f" --device cuda -p 0 -n 3 -b "$b" -r 1 \
+        >"$csv" 2>/dev/null
+      echo "== $label, $PROFILE, batch $b: decode kernels (ncu, last of 4 steps; us per step)"
+      python3 - "$csv" <<'EOF'
+import csv, sys, collections
+rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+rows = [r for r in rows if r.get("Metric Name") == "gpu__time_duration.sum"]
+# The last step: kernels after the last embedding lookup.
+last = max(i for i, r in enumerate(rows) if "embedding" in r["Kernel Name"])
+tot, cnt = collections.OrderedDict(), collections.Counter()
+for r in rows[last:]:
+    name = r["Kernel Name"].split("(")[0].split("<")[0].replace("void ", "")
+    scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}[r["Metric Unit"]]
+    v = float(r["Metric Value"].replace(",", "")) * scale
+    tot[name] = tot.get(name, 0.0) + v
+    cnt[name] += 1
+s = sum(tot.values())
+for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):
+    print(f"{k:48s} {cnt[k]:5d} x {v / cnt[k]:8.2f} us = {v:9.1f} us  {100 * v / s:5.1f}%")
+print(f"{'sum':48s} {sum(cnt.values()):5d}           {s:9.1f} us")
+EOF
+    done
+  done
+fi
