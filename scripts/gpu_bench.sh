@@ -12,7 +12,8 @@
 #               PROFILE_BATCH (default 64), one table per tree (default: no profile)
 #   MODEL_DIR   where the models go (default /tmp/models)
 #   LOG_DIR     where the tables go (default $OUT, else ./gpu-bench-logs)
-#   DEPS_DIR    unpacked Debian packages to build against (default .deps, used when present)
+#   DEPS_DIR    unpacked Debian packages to build against (default .deps, used when present;
+#               on the GPU machine: ../shared/scripts/device-deps.sh, then scripts/device-icu.sh)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,7 +28,7 @@ mkdir -p "$mdir" "$logs"
 cmake_args=(-G Ninja -DMAMBA_CUDA=ON -DMAMBA_TESTS=OFF)
 deps=${DEPS_DIR:-$root/.deps}
 if [ -d "$deps/usr" ]; then
-  cmake_args+=(-DCMAKE_PREFIX_PATH="$deps/usr")
+  cmake_args+=(-DCMAKE_PREFIX_PATH="$deps/usr" -DICU_ROOT="$deps/usr")
   export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 fi
 command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
