@@ -9,7 +9,7 @@
 #               mamba-130m mamba-1.4b mamba-2.8b mamba2-2.7b
 #   BENCH_ARGS  mamba-bench arguments after -m (default "-p 512 -n 128 -b 1,64 -r 3")
 #   PROFILE     a model shape: time each kernel of its decode steps with ncu at batch 1 and at
-#               PROFILE_BATCH (default 64), one table per tree (default: no profile)
+#               PROFILE_BATCH (default 64), with the first tree's build (default: no profile)
 #   MODEL_DIR   where the models go (default /tmp/models)
 #   LOG_DIR     where the tables go (default $OUT, else ./gpu-bench-logs)
 #   DEPS_DIR    unpacked Debian packages to build against (default .deps, used when present;
@@ -39,7 +39,8 @@ shape_args() {  # mamba-random options for a published shape
     mamba-130m) echo "--arch mamba --d-model 768 --n-layer 24 --n-vocab 50280" ;;
     mamba-1.4b) echo "--arch mamba --d-model 2048 --n-layer 48 --n-vocab 50280" ;;
     mamba-2.8b) echo "--arch mamba --d-model 2560 --n-layer 64 --n-vocab 50280" ;;
-    mamba2-2.7b) echo "--arch mamba2 --d-model 2560 --n-layer 64 --n-vocab 50288 --d-state 128 --head-dim 64" ;;
+    mamba2-2.7b)
+      echo "--arch mamba2 --d-model 2560 --n-layer 64 --n-vocab 50288 --d-state 128 --head-dim 64" ;;
     *) echo "unknown shape $1" >&2; return 1 ;;
   esac
 }
@@ -79,11 +80,11 @@ if [ -n "${PROFILE:-}" ]; then
   f=$mdir/$PROFILE-f16.gguf
   [ -f "$f" ] || { echo "PROFILE=$PROFILE is not among MODELS"; exit 1; }
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-  for label in "${labels[@]}"; do
+  for label in "${labels[0]}"; do
     for b in 1 "${PROFILE_BATCH:-64}"; do
       # Two decode steps after a 16-token prefill; graphs are profiled node by node.
       csv=$logs/ncu-$label-b$b.csv
-      "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --log-file /dev/null \
+      "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
         /tmp/gpu-bench-build/$label/bin/mamba-bench -m "$f" --device cuda -p 0 -n 3 -b "$b" -r 1 \
         >"$csv" 2>/dev/null
       echo "== $label, $PROFILE, batch $b: decode kernels (ncu, last of 4 steps; us per step)"
@@ -91,13 +92,15 @@ if [ -n "${PROFILE:-}" ]; then
 import csv, sys, collections
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 rows = [r for r in rows if r.get("Metric Name") == "gpu__time_duration.sum"]
-# The last step: kernels after the last embedding lookup.
+# The last step: kernels from the last embedding lookup on. Projections are told apart by grid.
 last = max(i for i, r in enumerate(rows) if "embedding" in r["Kernel Name"])
-tot, cnt = collections.OrderedDict(), collections.Counter()
+tot, cnt = {}, collections.Counter()
 for r in rows[last:]:
-    name = r["Kernel Name"].split("(")[0].split("<")[0].replace("void ", "")
-    scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}[r["Metric Unit"]]
-    v = float(r["Metric Value"].replace(",", "")) * scale
+    name = r["Kernel Name"].split("(")[0].split("<")[0].replace("void ", "").split("::")[-1]
+    if "linear_decode" in name:
+        name += " " + r["Grid Size"]
+    scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
+    v = float(r["Metric Value"].replace(",", "")) * scale[r["Metric Unit"]]
     tot[name] = tot.get(name, 0.0) + v
     cnt[name] += 1
 s = sum(tot.values())
