@@ -4,7 +4,9 @@
 # mamba-bench command with every tree's build, one after another, so that versions are
 # compared within one run on one GPU. Optionally times every decode-step kernel with ncu.
 #
-# Usage: scripts/gpu_bench.sh [SRC_DIR...]   (default: this tree; the first one makes the models)
+# Usage: scripts/gpu_bench.sh [VARIANT...]   (default: this tree; the first one makes the models)
+#   VARIANT     a source tree, or a patch file (NAME.patch): this tree with the patch applied,
+#               labelled NAME, so an experiment kept as a patch runs beside the tree it patches
 #   MODELS      shapes to make and run (default "mamba-130m mamba-1.4b"); known shapes:
 #               mamba-130m mamba-1.4b mamba-2.8b mamba2-2.7b
 #   BENCH_ARGS  mamba-bench arguments after -m (default "-p 512 -n 128 -b 1,64 -r 3")
@@ -48,6 +50,14 @@ shape_args() {  # mamba-random options for a published shape
 labels=()
 for src in "${srcs[@]}"; do
   label=$(basename "$src")
+  if [[ $src == *.patch ]]; then
+    label=$(basename "$src" .patch)
+    tree=/tmp/gpu-bench-src/$label
+    rm -rf "$tree" && mkdir -p "$tree"
+    tar -C "$root" --exclude='./build*' --exclude=./.git -cf - . | tar -C "$tree" -xf -
+    patch -s -d "$tree" -p1 <"$src" || { echo "patch $src does not apply"; exit 1; }
+    src=$tree
+  fi
   labels+=("$label")
   build=/tmp/gpu-bench-build/$label
   t0=$(date +%s)
