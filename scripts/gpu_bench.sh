@@ -49,7 +49,7 @@ shape_args() {  # mamba-random options for a published shape
 
 labels=()
 for src in "${srcs[@]}"; do
-  label=$(basename "$src")
+  label=$(basename "$(realpath "$src")")
   if [[ $src == *.patch ]]; then
     label=$(basename "$src" .patch)
     tree=/tmp/gpu-bench-src/$label
