@@ -9,7 +9,8 @@
 #   LOG_DIR     where the logs go (default $BUILD_DIR/gpu-logs, or $OUT when that is set)
 #   SANITIZE=0  skip the compute-sanitizer runs
 #   SAN_TIMEOUT seconds per sanitizer run (default 240)
-#   DEPS_DIR    unpacked Debian packages to build against (default .deps, used when present)
+#   DEPS_DIR    unpacked Debian packages to build against (default .deps, used when present;
+#               on the GPU machine: ../shared/scripts/device-deps.sh, then scripts/device-icu.sh)
 # Dependencies come from the system, or from DEPS_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
