@@ -41,8 +41,8 @@ shape_args() {  # mamba-random options for a published shape
     mamba-130m) echo "--arch mamba --d-model 768 --n-layer 24 --n-vocab 50280" ;;
     mamba-1.4b) echo "--arch mamba --d-model 2048 --n-layer 48 --n-vocab 50280" ;;
     mamba-2.8b) echo "--arch mamba --d-model 2560 --n-layer 64 --n-vocab 50280" ;;
-    mamba2-2.7b)
-      echo "--arch mamba2 --d-model 2560 --n-layer 64 --n-vocab 50288 --d-state 128 --head-dim 64" ;;
+    mamba2-2.7b) echo "--arch mamba2 --d-model 2560 --n-layer 64 --n-vocab 50288" \
+                      "--d-state 128 --head-dim 64" ;;
     *) echo "unknown shape $1" >&2; return 1 ;;
   esac
 }
@@ -90,14 +90,15 @@ if [ -n "${PROFILE:-}" ]; then
   f=$mdir/$PROFILE-f16.gguf
   [ -f "$f" ] || { echo "PROFILE=$PROFILE is not among MODELS"; exit 1; }
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-  for label in "${labels[0]}"; do
-    for b in 1 "${PROFILE_BATCH:-64}"; do
-      # Two decode steps after a 16-token prefill; graphs are profiled node by node.
+  label=${labels[0]}
+  for b in 1 "${PROFILE_BATCH:-64}"; do
+      # A warm-up and one timed run of 3 decode steps each; graph nodes are profiled one by
+      # one, and the table is the last step's.
       csv=$logs/ncu-$label-b$b.csv
       "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv \
         /tmp/gpu-bench-build/$label/bin/mamba-bench -m "$f" --device cuda -p 0 -n 3 -b "$b" -r 1 \
         >"$csv" 2>/dev/null
-      echo "== $label, $PROFILE, batch $b: decode kernels (ncu, last of 4 steps; us per step)"
+      echo "== $label, $PROFILE, batch $b: decode kernels (ncu, each alone; the last step, us)"
       python3 - "$csv" <<'EOF'
 import csv, sys, collections
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
@@ -118,6 +119,5 @@ for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):
     print(f"{k:48s} {cnt[k]:5d} x {v / cnt[k]:8.2f} us = {v:9.1f} us  {100 * v / s:5.1f}%")
 print(f"{'sum':48s} {sum(cnt.values()):5d}           {s:9.1f} us")
 EOF
-    done
   done
 fi
