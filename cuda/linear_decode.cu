@@ -86,6 +86,21 @@ __device__ __forceinline__ void load_x8(const float* __restrict__ x, int64_t ldx
   for (int i = 0; i < 4; i++) r[i] = pack2<T>(e[2 * i], e[2 * i + 1]);
 }
 
+// ((0 + src[0]) + src[stride]) + ... over `splits` slices, in slice order. The loads go out 8
+// at a time: one after another, each would wait a full L2 round trip.
+__device__ __forceinline__ float sum_slices(const float* src, int64_t stride, int splits) {
+  float v = 0.0f;
+  for (int s0 = 0; s0 < splits; s0 += 8) {
+    float t[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) t[e] = s0 + e < splits ? __ldcg(src + (s0 + e) * stride) : 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; e++)
+      if (s0 + e < splits) v += t[e];
+  }
+  return v;
+}
+
 struct MmaArgs {
   const void* W;
   int64_t M, K;
@@ -255,34 +270,47 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
     const int64_t row = row0 + r;
     const int col = col0 + q;
     if (row >= p.M || col >= p.n) continue;
-    float v = 0.0f;
-    for (int s = 0; s < p.splits; s++) v += __ldcg(p.ws + (int64_t(s) * p.n + col) * p.Mp + row);
+    const float v = sum_slices(p.ws + int64_t(col) * p.Mp + row, int64_t(p.n) * p.Mp, p.splits);
     p.y[int64_t(col) * p.ldy + row] = v + (p.bias ? p.bias[row] : 0.0f);
   }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next call
 }
 
-// ---- Batches of more than 8 rows: a tiled GEMM with the same arithmetic --------------------
+// ---- Batches of more than 8 rows: a sliced-K GEMM with the same arithmetic ------------------
 //
 // The kernel above reloads activations per block and keeps one chunk in flight per warp; at 64
 // rows it streams weights at a fraction of the memory bandwidth. This one first rounds x to the
-// weight's dtype once (round_x_kernel, the same rounding as load_x8), then stages 64 features x
-// 64 batch rows x four 32-wide chunks per stage through shared memory with cp.async, several
-// stages ahead; its 8 warps (2 x 4) each own a 32 x 16 output tile over the whole K slice.
+// weight's dtype once (round_x_kernel, the same rounding as load_x8), then streams the K slice
+// through shared memory with cp.async, several stages ahead. A stage is 4 consecutive chunks:
+// 256 contiguous bytes of each of the block's weight rows, and the same K range of its 64 batch
+// rows.
 //
-// It reproduces the kernel above bit for bit, which is what keeps decode batch-invariant: the
-// same split, the same fragment permutation of each chunk (lane (g, c) holds physical K values
-// 8c .. 8c+7 of a chunk, as two mma steps), and the same order of sums. There, warp w summed the
-// chunks w, w + 4, ... of its K slice from zero and the four warp sums were added in warp order;
-// here a warp reads the chunks in memory order and keeps four register sets, set j summing the
-// chunks of warp j from zero, then adds them ((a0 + a1) + a2) + a3.
-constexpr int kGemmRows = 64, kGemmCols = 64, kGemmStages = 3, kSub = 4;
-constexpr int kGemmThreads = 256;  // 8 warps: 2 (features) x 4 (batch rows)
-constexpr int kNT = 2;              // 8-row batch tiles per warp
-constexpr int kPitch = kChunk;  // 16-bit values per staged row: 64 B, conflict-free 16-byte reads
-constexpr int kChunkBytes = (kGemmRows + kGemmCols) * kPitch * 2;
-constexpr int kStageBytes = kSub * kChunkBytes;
-constexpr int kGemmSmem = kGemmStages * kStageBytes;
+// It reproduces the kernel above bit for bit, which is what keeps decode batch-invariant. The
+// block's 8 warps are (residue j = warp % 4, feature group q = warp / 4): warp (j, q) multiplies
+// chunk j of every stage for features q*32 .. q*32+31 and all 64 batch rows, so over the slice
+// it takes exactly the chunks that warp j of the kernel above takes (ch0 + j, ch0 + j + 4, ...),
+// in the same order, with the same fragment permutation (lane (g, c) holds physical K values
+// 8c .. 8c+7 of a chunk, as two mma steps), summed from zero in one register set. The four
+// residue warps of a feature group then add their sums in warp order through shared memory,
+// ((P0 + P1) + P2) + P3, as the kernel above does, and K slices meet in the workspace in slice
+// order.
+//
+// The tile (64 features x 64 batch rows, 3 stages of 32 KiB, two blocks an SM) was measured on
+// the H200 against 128- and 32-feature tiles and against warps that split the batch rows (the
+// mamba-1.4b shapes at 16 to 256 rows; docs/benchmarks.md); none changes an output's sum.
+constexpr int kGemmCols = 64;  // batch rows per block
+constexpr int kGemmRows = 64;  // features per block: 2 feature groups of 32
+constexpr int kSub = 4;        // chunks per stage, = kWarps: one per residue warp
+constexpr int kGemmThreads = kSub * (kGemmRows / 32) * 32;
+constexpr int kGemmStages = 3;
+constexpr int kGemmW = kGemmRows * kSub * kChunk;  // 16-bit values per stage: [j][row][32]
+constexpr int kGemmX = kGemmCols * kSub * kChunk;  // [j][batch row][32]
+constexpr int kGemmStageBytes = (kGemmW + kGemmX) * 2;
+constexpr int kGemmSmem = kGemmStages * kGemmStageBytes;
+// The epilogue reuses the stages: the residue sums of warps j > 0, then the block's tile.
+constexpr int kOutPitch = kGemmRows + 4;  // floats; the fragment stores hit distinct banks
+constexpr int kRedFloats = (kSub - 1) * (kGemmThreads / kSub) * 64;
+static_assert((kRedFloats + kGemmCols * kOutPitch) * 4 <= kGemmSmem);
 
 // 16 bytes global -> shared without passing through registers; zeros when !valid.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
@@ -310,135 +338,170 @@ __global__ void round_x_kernel(const float* __restrict__ x, int64_t ldx, bool x_
   *reinterpret_cast<uint4*>(x16 + row * K + k) = make_uint4(v[0], v[1], v[2], v[3]);
 }
 
-// Block (64-row batch tile, 64-feature tile, K slice). Needs K % 8 == 0 and 16-byte aligned W
-// and x16 (each 16-byte piece is then wholly inside or outside the K range).
+// Block (64-row batch tile, 64-feature tile, K slice). Needs K % 8 == 0, M * K < 2^31, and
+// 16-byte aligned W and x16 (each 16-byte piece is then wholly inside or outside the K range).
 template <typename T>
-__global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArgs p) {
-  pdl_start();
+__global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(MmaArgs p) {
+  constexpr int NT = kGemmCols / 8;
+  pdl_launch_dependents();  // pdl_wait() below, once the first weights are on their way
   extern __shared__ __align__(16) unsigned char smem[];
   const T* __restrict__ W = static_cast<const T*>(p.W);
+  const T* __restrict__ X = static_cast<const T*>(p.x16);
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, c = lane % 4;
-  const int wm = warp % 2, wn = warp / 2;  // this warp's 32 x 16 eighth of the tile
+  const int j = warp % kSub, q = warp / kSub;
   const int col0 = int(blockIdx.x) * kGemmCols;
-  const int64_t row0 = int64_t(blockIdx.y) * kGemmRows;
+  const int row0 = int(blockIdx.y) * kGemmRows;
   const int split = int(blockIdx.z);
-  const int64_t ch0 = split * p.chunks_per_split;
-  const int64_t ch1 = min((p.K + kChunk - 1) / kChunk, ch0 + p.chunks_per_split);
-  const int64_t kend = min(p.K, ch1 * kChunk);
-  const int total = int(ch1 - ch0);
-
-  // What this thread copies per chunk, fixed for the whole walk: weight row and activation
-  // row tid/4, 16 bytes at 8 * (tid % 4) of the chunk. Rows past M or n read nothing and land
-  // as zeros.
-  static_assert(kGemmThreads == 256 && kGemmRows == 64 && kGemmCols == 64 && kChunk == 32);
-  const T* __restrict__ X = static_cast<const T*>(p.x16);
-  const int wq = tid % 4;
-  const int64_t wrow = row0 + tid / 4;
-  const int xcol = col0 + tid / 4;
-  const bool wok = wrow < p.M, xok = xcol < p.n;
-  const T* wsrc = W + (wok ? wrow : 0) * p.K + 8 * wq;
-  const T* xsrc = X + int64_t(xok ? xcol : 0) * p.K + 8 * wq;
-  const int dst0 = (tid / 4) * kPitch + 8 * wq;
-  // Stage i holds the chunks ch0 + 4i .. ch0 + 4i + 3, in memory order. Chunk ch0 + 4i + j
-  // belonged to warp j of the n <= 8 kernel, so it goes into register set part[j], which sums
-  // that warp's chunks in the same order from zero.
-  static_assert(kSub == kWarps, "one chunk per residue per stage");
+  const int K = int(p.K);
+  const int ch0 = split * int(p.chunks_per_split);
+  const int ch1 = min((K + kChunk - 1) / kChunk, ch0 + int(p.chunks_per_split));
+  const int kend = min(K, ch1 * kChunk);
+  const int total = ch1 - ch0;
   const int n_stages = (total + kSub - 1) / kSub;
-  int next_stage = 0;  // the next stage of the walk to load
-  const auto load_next = [&](int st) {  // stage next_stage -> stage buffer st
-    if (next_stage < n_stages) {
+
+  // The copies, fixed for the whole walk. Lane l of a warp copies 16 bytes: piece l % 4 of
+  // chunk l / 8 of row 2 * warp + (l / 4) % 2 (then every kRowStep rows further), so a warp
+  // reads 256 contiguous bytes of each of two rows, and each 8 lanes fill 128 contiguous bytes
+  // of shared memory (no bank conflicts). Pieces past M, n or the slice land as zeros.
+  constexpr int kRowStep = kGemmThreads / 16;
+  constexpr int kWPieces = kGemmRows / kRowStep, kXPieces = kGemmCols / kRowStep;
+  static_assert(kWPieces >= 1 && kXPieces >= 1);
+  const int pw = lane % 4, pj = lane / 8, pr = 2 * warp + (lane / 4) % 2;
+  const int pk = (ch0 + pj) * kChunk + 8 * pw;  // the thread's K in the first stage; + 128 a stage
+  const unsigned rstride = unsigned(kRowStep) * unsigned(K);
+  const unsigned w_off = unsigned(row0 + pr) * unsigned(K) + unsigned(pk);
+  const unsigned x_off = unsigned(col0 + pr) * unsigned(K) + unsigned(pk);
+  unsigned w_rows = 0, x_rows = 0;  // bit t: the thread's piece t is inside M (n)
 #pragma unroll
-      for (int j = 0; j < kSub; j++) {
-        const int64_t ch = ch0 + int64_t(next_stage) * kSub + j;
-        if (ch >= ch1) break;
-        T* ws = reinterpret_cast<T*>(smem + st * kStageBytes + j * kChunkBytes);
-        T* xs = ws + kGemmRows * kPitch;
-        const int64_t k = ch * kChunk;
-        const bool in_k = k + 8 * wq < kend;
-        cp_async16(ws + dst0, wsrc + k, wok && in_k);
-        cp_async16(xs + dst0, xsrc + k, xok && in_k);
+  for (int t = 0; t < kWPieces; t++) w_rows |= unsigned(row0 + pr + t * kRowStep < p.M) << t;
+#pragma unroll
+  for (int t = 0; t < kXPieces; t++) x_rows |= unsigned(col0 + pr + t * kRowStep < p.n) << t;
+  const auto stage_ptr = [&](int st) { return reinterpret_cast<T*>(smem + st * kGemmStageBytes); };
+  const auto copy = [&](int st, int stage, bool weights) {
+    const unsigned koff = unsigned(stage) * (kSub * kChunk);
+    const bool in_k = pk + int(koff) < kend;  // false for every piece of a stage past the slice
+    if (weights) {
+      T* dst = stage_ptr(st) + (pj * kGemmRows + pr) * kChunk + 8 * pw;
+#pragma unroll
+      for (int t = 0; t < kWPieces; t++) {
+        const bool ok = in_k && (w_rows >> t & 1u);
+        cp_async16(dst + t * kRowStep * kChunk, W + (ok ? w_off + t * rstride + koff : 0u), ok);
+      }
+    } else {
+      T* dst = stage_ptr(st) + kGemmW + (pj * kGemmCols + pr) * kChunk + 8 * pw;
+#pragma unroll
+      for (int t = 0; t < kXPieces; t++) {
+        const bool ok = in_k && (x_rows >> t & 1u);
+        cp_async16(dst + t * kRowStep * kChunk, X + (ok ? x_off + t * rstride + koff : 0u), ok);
       }
     }
-    next_stage++;
   };
 
-  float part[kWarps][2][kNT][4];
+  // Prologue: the weights of the first kStages - 1 stages (one group) before waiting for the
+  // producer of x16, then their activations (one group per stage). Stage i's weights and
+  // activations are then complete once all but the last kStages - 2 groups are, in the
+  // prologue as in the loop, where each stage is one group.
 #pragma unroll
-  for (int j = 0; j < kWarps; j++)
+  for (int s = 0; s < kGemmStages - 1; s++) copy(s, s, true);
+  cp_async_commit();
+  pdl_wait();
+#pragma unroll
+  for (int s = 0; s < kGemmStages - 1; s++) {
+    copy(s, s, false);
+    cp_async_commit();
+  }
+
+  float acc[2][NT][4];  // [16-feature tile][8-row batch tile][fragment]
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
+
+  for (int i = 0, st = 0; i < n_stages; i++, st = st == kGemmStages - 1 ? 0 : st + 1) {
+    cp_async_wait<kGemmStages - 2>();
+    __syncthreads();  // stage i has landed for every thread; stage i - 1 is free again
+    const int refill = st == 0 ? kGemmStages - 1 : st - 1;
+    copy(refill, i + kGemmStages - 1, true);
+    copy(refill, i + kGemmStages - 1, false);
+    cp_async_commit();
+    if (i * kSub + j >= total) continue;  // warp-uniform: past the slice's last chunk
+    const T* ws = stage_ptr(st) + (j * kGemmRows + q * 32) * kChunk;
+    const T* xs = stage_ptr(st) + kGemmW + j * kGemmCols * kChunk;
+    uint4 a[2][2];  // [16-feature tile][row g, row g + 8]
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int nt = 0; nt < kNT; nt++)
+      for (int hh = 0; hh < 2; hh++)
+        a[mt][hh] = *reinterpret_cast<const uint4*>(ws + (mt * 16 + g + 8 * hh) * kChunk + 8 * c);
 #pragma unroll
-        for (int i = 0; i < 4; i++) part[j][mt][nt][i] = 0.0f;
-
+    for (int nt = 0; nt < NT; nt++) {
+      // The same packed pairs load_x8 makes: 8 consecutive values of batch row g at 8c.
+      const uint4 b = *reinterpret_cast<const uint4*>(xs + (nt * 8 + g) * kChunk + 8 * c);
 #pragma unroll
-  for (int s = 0; s < kGemmStages - 1; s++) {
-    load_next(s);
-    cp_async_commit();
-  }
-  for (int i = 0, st = 0; i < n_stages; i++, st = st == kGemmStages - 1 ? 0 : st + 1) {
-    cp_async_wait<kGemmStages - 2>();
-    __syncthreads();  // stage i has landed for every thread; stage (i - 1) is free again
-    load_next(st == 0 ? kGemmStages - 1 : st - 1);
-    cp_async_commit();
-#pragma unroll
-    for (int j = 0; j < kSub; j++) {
-      if (i * kSub + j >= total) break;
-      const T* ws = reinterpret_cast<const T*>(smem + st * kStageBytes + j * kChunkBytes);
-      const T* xs = ws + kGemmRows * kPitch;
-      uint4 a[2][2];  // [tile][row g, row g + 8]
-#pragma unroll
-      for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-          a[mt][h] = *reinterpret_cast<const uint4*>(ws + (wm * 32 + mt * 16 + g + 8 * h) * kPitch + 8 * c);
-#pragma unroll
-      for (int nt = 0; nt < kNT; nt++) {
-        // The same packed pairs load_x8 makes: 8 consecutive values of column g at 8c.
-        const uint4 b = *reinterpret_cast<const uint4*>(xs + (wn * 8 * kNT + nt * 8 + g) * kPitch + 8 * c);
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-          mma16816<T>(part[j][mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b.x, b.y);
-          mma16816<T>(part[j][mt][nt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b.z, b.w);
-        }
+      for (int mt = 0; mt < 2; mt++) {
+        mma16816<T>(acc[mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b.x, b.y);
+        mma16816<T>(acc[mt][nt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b.z, b.w);
       }
     }
   }
   cp_async_wait<0>();
+  __syncthreads();  // the staging buffers are free
 
-  // acc[mt][nt] = {(r, q), (r, q + 1), (r + 8, q), (r + 8, q + 1)}, r = mt*16 + g, q = nt*8 + 2c
-  // within the warp's tile; each_out(f) calls f(mt, nt, i, row, col) for every one of them.
-  const auto each_out = [&](auto&& f) {
+  // Residue warps 1..3 publish their sums; warp (0, q) adds them in order and puts the
+  // tile's sums in `out` (64 batch rows x kRows features). Each thread's values go to the same
+  // slots in every residue, lane-minor: conflict-free.
+  float* red = reinterpret_cast<float*>(smem);
+  float* out = red + kRedFloats;
+  const auto slot = [&](int jj, int idx) {
+    return (((jj - 1) * (kGemmRows / 32) + q) * 2 * NT * 4 + idx) * 32 + lane;
+  };
+  if (j > 0) {
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int nt = 0; nt < kNT; nt++)
+      for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-          f(mt, nt, i, row0 + wm * 32 + mt * 16 + g + (i >= 2 ? 8 : 0),
-            col0 + wn * 8 * kNT + nt * 8 + 2 * c + (i & 1));
-  };
-  // The warp sums in warp order, as the n <= 8 kernel adds them: ((p0 + p1) + p2) + p3.
-  float acc[2][kNT][4];
-  each_out([&](int mt, int nt, int i, int64_t, int) {
-    float v = part[0][mt][nt][i];
+        for (int i = 0; i < 4; i++) red[slot(j, (mt * NT + nt) * 4 + i)] = acc[mt][nt][i];
+  }
+  __syncthreads();
+  if (j == 0) {
+    // acc[mt][nt] = {(r, b), (r, b + 1), (r + 8, b), (r + 8, b + 1)}, r = q*32 + mt*16 + g,
+    // b = nt*8 + 2c within the block's tile.
 #pragma unroll
-    for (int j = 1; j < kWarps; j++) v = v + part[j][mt][nt][i];
-    acc[mt][nt][i] = v;
-  });
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          float v = acc[mt][nt][i];
+#pragma unroll
+          for (int jj = 1; jj < kSub; jj++) v = v + red[slot(jj, (mt * NT + nt) * 4 + i)];
+          const int r = q * 32 + mt * 16 + g + (i >= 2 ? 8 : 0);
+          const int b = nt * 8 + 2 * c + (i & 1);
+          out[b * kOutPitch + r] = v;
+        }
+  }
+  __syncthreads();
+
+  // Every thread stores the tile, consecutive threads consecutive features (coalesced).
+  constexpr int kOut = kGemmCols * kGemmRows;
   if (p.splits == 1) {
-    each_out([&](int mt, int nt, int i, int64_t row, int col) {
+    for (int o = tid; o < kOut; o += kGemmThreads) {
+      const int r = o % kGemmRows, b = o / kGemmRows;
+      const int row = row0 + r, col = col0 + b;
       if (row < p.M && col < p.n)
-        p.y[int64_t(col) * p.ldy + row] = acc[mt][nt][i] + (p.bias ? p.bias[row] : 0.0f);
-    });
+        p.y[int64_t(col) * p.ldy + row] = out[b * kOutPitch + r] + (p.bias ? p.bias[row] : 0.0f);
+    }
     return;
   }
   // Several K slices: as above, the tile's last block adds them in slice order.
-  each_out([&](int mt, int nt, int i, int64_t row, int col) {
-    if (col < p.n) p.ws[(int64_t(split) * p.n + col) * p.Mp + row] = acc[mt][nt][i];
-  });
+  for (int o = tid; o < kOut; o += kGemmThreads) {
+    const int r = o % kGemmRows, b = o / kGemmRows;
+    if (col0 + b < p.n) p.ws[(int64_t(split) * p.n + col0 + b) * p.Mp + row0 + r] = out[b * kOutPitch + r];
+  }
   __shared__ bool last_block;
   __threadfence();
   __syncthreads();
@@ -447,12 +510,41 @@ __global__ void __launch_bounds__(kGemmThreads) linear_decode_gemm_kernel(MmaArg
   __syncthreads();
   if (!last_block) return;
   __threadfence();
-  each_out([&](int, int, int, int64_t row, int col) {
-    if (row >= p.M || col >= p.n) return;
-    float v = 0.0f;
-    for (int s = 0; s < p.splits; s++) v += __ldcg(p.ws + (int64_t(s) * p.n + col) * p.Mp + row);
-    p.y[int64_t(col) * p.ldy + row] = v + (p.bias ? p.bias[row] : 0.0f);
-  });
+  // Each thread's outputs, 4 at a time, with the loads of 4 slices of each issued together.
+  constexpr int kU = kOut / kGemmThreads;
+  static_assert(kOut % kGemmThreads == 0 && kU % 4 == 0);
+  const int64_t sstride = int64_t(p.n) * p.Mp;
+#pragma unroll 1
+  for (int u0 = 0; u0 < kU; u0 += 4) {
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const float* src[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+      const int o = tid + (u0 + u) * kGemmThreads;
+      const int b = min(col0 + o / kGemmRows, p.n - 1);  // a padding row reads a real one
+      src[u] = p.ws + int64_t(b) * p.Mp + row0 + o % kGemmRows;
+    }
+    for (int s0 = 0; s0 < p.splits; s0 += 4) {
+      float t[4][4];
+#pragma unroll
+      for (int u = 0; u < 4; u++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          t[u][e] = s0 + e < p.splits ? __ldcg(src[u] + (s0 + e) * sstride) : 0.0f;
+#pragma unroll
+      for (int u = 0; u < 4; u++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          if (s0 + e < p.splits) v[u] += t[u][e];
+    }
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+      const int o = tid + (u0 + u) * kGemmThreads, r = o % kGemmRows, b = o / kGemmRows;
+      const int row = row0 + r, col = col0 + b;
+      if (row < p.M && col < p.n)
+        p.y[int64_t(col) * p.ldy + row] = v[u] + (p.bias ? p.bias[row] : 0.0f);
+    }
+  }
   if (tid == 0) *counter = 0;
 }
 
@@ -565,7 +657,8 @@ Path path_for(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
   const bool gemm_ok = W.cols % 8 == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0 &&
                        ws.x16 && reinterpret_cast<uintptr_t>(ws.x16) % 16 == 0 &&
                        ws.x16_elems >= size_t(n) * size_t(W.cols) &&
-                       ceil_div(W.rows, kGemmRows) <= 65535;
+                       ceil_div(W.rows, kGemmRows) <= 65535 &&
+                       W.rows * W.cols < (int64_t(1) << 31);
   // Small weights (x_proj, dt_proj: a few MB, read from L2 after the first pass) run the one
   // sequence kernel once per 8 rows: many small blocks beat a few large tiles there.
   const bool small = W.rows * W.cols * 2 <= (int64_t(4) << 20);
