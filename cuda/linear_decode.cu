@@ -500,7 +500,8 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
   // Several K slices: as above, the tile's last block adds them in slice order.
   for (int o = tid; o < kOut; o += kGemmThreads) {
     const int r = o % kGemmRows, b = o / kGemmRows;
-    if (col0 + b < p.n) p.ws[(int64_t(split) * p.n + col0 + b) * p.Mp + row0 + r] = out[b * kOutPitch + r];
+    if (col0 + b < p.n)
+      p.ws[(int64_t(split) * p.n + col0 + b) * p.Mp + row0 + r] = out[b * kOutPitch + r];
   }
   __shared__ bool last_block;
   __threadfence();
