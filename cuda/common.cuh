@@ -167,21 +167,31 @@ __device__ __forceinline__ void pdl_start() {
   pdl_wait();
 }
 
-// kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch allowed.
+// kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch allowed,
+// the grid cut into thread-block clusters of `cluster` blocks (Hopper; {1, 1, 1}: none).
 template <typename... Params, typename... Args>
-void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-                cudaStream_t stream, Args... args) {
-  cudaLaunchAttribute attr[1];
+void launch_pdl_cluster(void (*kernel)(Params...), dim3 grid, dim3 cluster, dim3 block,
+                        size_t smem, cudaStream_t stream, Args... args) {
+  cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = cluster.x;
+  attr[1].val.clusterDim.y = cluster.y;
+  attr[1].val.clusterDim.z = cluster.z;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = cluster.x * cluster.y * cluster.z > 1 ? 2 : 1;
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
+}
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                cudaStream_t stream, Args... args) {
+  launch_pdl_cluster(kernel, grid, dim3(1, 1, 1), block, smem, stream, args...);
 }
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }

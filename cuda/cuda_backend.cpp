@@ -161,8 +161,8 @@ class CudaBackend final : public Backend {
   // Page-locked host staging for decode: (kMaxDecodeBatch) token and slot ids, and
   // (logit_rows, n_vocab) logits, so the per-token copies run at full PCIe speed.
   cuda::HostBuffer host_ids_, host_logits_;
-  // The decode projections' K-slice partial sums and tile counters (zeroed once).
-  DeviceBuffer dec_partial_, dec_counters_, dec_x16_;
+  // The decode projections' 16-bit activations (batches of more than 8 rows).
+  DeviceBuffer dec_x16_;
   cuda::LinearDecodeWorkspace dec_ws_;
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode batch size -> replayable step
@@ -272,19 +272,13 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
     const auto grow = [&](const DeviceMatrix& W) {
       if (!W.data) return;
       const cuda::LinearDecodeNeeds n = cuda::linear_decode_needs(W, max_batch);
-      need.partial_floats = std::max(need.partial_floats, n.partial_floats);
-      need.n_counters = std::max(need.n_counters, n.n_counters);
       need.x16_elems = std::max(need.x16_elems, n.x16_elems);
     };
     grow(output_);
     for (const DeviceLayer& d : layers_)
       for (const DeviceMatrix* W : {&d.in_proj, &d.x_proj, &d.dt_proj, &d.out_proj}) grow(*W);
-    dec_partial_ = DeviceBuffer(need.partial_floats * sizeof(float), "decode partial sums");
-    dec_counters_ = DeviceBuffer(need.n_counters * sizeof(unsigned), "decode tile counters");
-    if (dec_counters_) CUDA_CHECK(cudaMemset(dec_counters_.data(), 0, dec_counters_.bytes()));
     dec_x16_ = DeviceBuffer(need.x16_elems * 2, "decode activations in 16 bits");
-    dec_ws_ = {dec_partial_.as<float>(), need.partial_floats, dec_counters_.as<unsigned>(),
-               need.n_counters, dec_x16_.data(), need.x16_elems};
+    dec_ws_ = {dec_x16_.data(), need.x16_elems};
   }
   host_ids_ = cuda::HostBuffer(2 * size_t(kMaxDecodeBatch) * sizeof(int32_t), "decode ids");
   host_logits_ = cuda::HostBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),

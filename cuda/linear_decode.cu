@@ -1,5 +1,7 @@
 #include "linear_decode.cuh"
 
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -86,18 +88,36 @@ __device__ __forceinline__ void load_x8(const float* __restrict__ x, int64_t ldx
   for (int i = 0; i < 4; i++) r[i] = pack2<T>(e[2 * i], e[2 * i + 1]);
 }
 
-// ((0 + src[0]) + src[stride]) + ... over `splits` slices, in slice order. The loads go out 8
-// at a time: one after another, each would wait a full L2 round trip.
-__device__ __forceinline__ float sum_slices(const float* src, int64_t stride, int splits) {
+// The K slices of one output tile run as one thread-block cluster, block rank = slice, and
+// meet in its blocks' shared memory (Hopper's distributed shared memory): no workspace, no
+// fence, no counter. Without clusters (older GPUs) every weight is one slice, and nothing
+// calls these.
+constexpr int kMaxSplits = 8;  // the portable cluster size
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cooperative_groups::this_cluster().sync();
+#endif
+}
+// `p` (this block's shared memory) as it lies in the shared memory of the cluster's block `rank`.
+__device__ __forceinline__ const float* cluster_peer(float* p, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return cooperative_groups::this_cluster().map_shared_rank(p, unsigned(rank));
+#else
+  return p;
+#endif
+}
+
+// ((0 + slice 0) + slice 1) + ... of the value at `off` in every slice's buffer, in slice
+// order; the loads of all slices are issued together.
+__device__ __forceinline__ float sum_slices(const float* const (&peer)[kMaxSplits], int off,
+                                            int splits) {
+  float t[kMaxSplits];
+#pragma unroll
+  for (int s = 0; s < kMaxSplits; s++) t[s] = s < splits ? peer[s][off] : 0.0f;
   float v = 0.0f;
-  for (int s0 = 0; s0 < splits; s0 += 8) {
-    float t[8];
 #pragma unroll
-    for (int e = 0; e < 8; e++) t[e] = s0 + e < splits ? __ldcg(src + (s0 + e) * stride) : 0.0f;
-#pragma unroll
-    for (int e = 0; e < 8; e++)
-      if (s0 + e < splits) v += t[e];
-  }
+  for (int s = 0; s < kMaxSplits; s++)
+    if (s < splits) v += t[s];
   return v;
 }
 
@@ -112,12 +132,9 @@ struct MmaArgs {
   float* y;
   int64_t ldy;
   const float* bias;
-  int splits;             // K slices, one per blockIdx.y
+  int splits;             // K slices (at most kMaxSplits), one block each, one cluster a tile
   int64_t chunks_per_split;
   const void* x16;        // (n, K) x rounded to T, for the tiled kernel
-  float* ws;              // (splits, n, Mp) partial sums when splits > 1
-  int64_t Mp;             // M rounded up to the row tile
-  unsigned* counters;     // (row tiles of 16, batch passes): blocks done, back to 0 after
 };
 
 // Block (row tile of MT*16 features, K slice, batch pass of NT*8 rows). kWarps warps split the
@@ -129,13 +146,12 @@ struct MmaArgs {
 // permutation, so each step is an exact dot-product piece and the two steps cover the chunk.
 //
 // Sums, all in a fixed order: chunks in order within a warp, warps in order within a block,
-// K slices in order by whichever block of a tile finishes last.
+// K slices in order across the tile's cluster.
 template <typename T, int MT, int NT>
 __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs p) {
   pdl_launch_dependents();  // pdl_wait() below, once the first weights are on their way
   constexpr int RT = MT * 16, CT = NT * 8;  // features and batch rows per block
   __shared__ float sum[CT][RT + 1];
-  __shared__ bool last_block;
   const T* __restrict__ W = static_cast<const T*>(p.W);
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   const int g = lane / 4, c = lane % 4;
@@ -252,28 +268,21 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
     }
     return;
   }
-  // Several K slices: publish this slice's sums; the tile's last block adds them in order.
-  for (int o = int(threadIdx.x); o < RT * CT; o += kWarps * 32) {
-    const int r = o % RT, q = o / RT;
-    const int col = col0 + q;
-    if (col < p.n) p.ws[(int64_t(split) * p.n + col) * p.Mp + row0 + r] = sum[q][r];
-  }
-  __threadfence();
-  __syncthreads();
-  unsigned* counter = p.counters + int64_t(blockIdx.z) * gridDim.x + blockIdx.x;
-  if (threadIdx.x == 0) last_block = atomicAdd(counter, 1u) == unsigned(p.splits - 1);
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
-  for (int o = int(threadIdx.x); o < RT * CT; o += kWarps * 32) {
+  // Several K slices: block `split` of the tile's cluster adds the slices' sums of every
+  // splits-th output, in slice order.
+  cluster_sync();  // every slice's sums are in its block's `sum`
+  const float* peer[kMaxSplits];
+#pragma unroll
+  for (int s = 0; s < kMaxSplits; s++) peer[s] = cluster_peer(&sum[0][0], min(s, p.splits - 1));
+  for (int o = split * kWarps * 32 + int(threadIdx.x); o < RT * CT; o += p.splits * kWarps * 32) {
     const int r = o % RT, q = o / RT;
     const int64_t row = row0 + r;
     const int col = col0 + q;
-    if (row >= p.M || col >= p.n) continue;
-    const float v = sum_slices(p.ws + int64_t(col) * p.Mp + row, int64_t(p.n) * p.Mp, p.splits);
-    p.y[int64_t(col) * p.ldy + row] = v + (p.bias ? p.bias[row] : 0.0f);
+    if (row < p.M && col < p.n)
+      p.y[int64_t(col) * p.ldy + row] =
+          sum_slices(peer, q * (RT + 1) + r, p.splits) + (p.bias ? p.bias[row] : 0.0f);
   }
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next call
+  cluster_sync();  // no block leaves while another reads its shared memory
 }
 
 // ---- Batches of more than 8 rows: a sliced-K GEMM with the same arithmetic ------------------
@@ -292,8 +301,8 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
 // in the same order, with the same fragment permutation (lane (g, c) holds physical K values
 // 8c .. 8c+7 of a chunk, as two mma steps), summed from zero in one register set. The four
 // residue warps of a feature group then add their sums in warp order through shared memory,
-// ((P0 + P1) + P2) + P3, as the kernel above does, and K slices meet in the workspace in slice
-// order.
+// ((P0 + P1) + P2) + P3, as the kernel above does, and K slices meet in the tile's cluster in
+// slice order.
 //
 // The tile (64 features x 64 batch rows, 3 stages of 32 KiB, two blocks an SM) was measured on
 // the H200 against 128- and 32-feature tiles and against warps that split the batch rows (the
@@ -497,56 +506,20 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
     }
     return;
   }
-  // Several K slices: as above, the tile's last block adds them in slice order.
-  for (int o = tid; o < kOut; o += kGemmThreads) {
+  // Several K slices: as above, block `split` of the tile's cluster adds the slices' sums of
+  // every splits-th group of kGemmThreads outputs, in slice order.
+  cluster_sync();
+  const float* peer[kMaxSplits];
+#pragma unroll
+  for (int s = 0; s < kMaxSplits; s++) peer[s] = cluster_peer(out, min(s, p.splits - 1));
+  for (int o = split * kGemmThreads + tid; o < kOut; o += p.splits * kGemmThreads) {
     const int r = o % kGemmRows, b = o / kGemmRows;
-    if (col0 + b < p.n)
-      p.ws[(int64_t(split) * p.n + col0 + b) * p.Mp + row0 + r] = out[b * kOutPitch + r];
+    const int row = row0 + r, col = col0 + b;
+    if (row < p.M && col < p.n)
+      p.y[int64_t(col) * p.ldy + row] =
+          sum_slices(peer, b * kOutPitch + r, p.splits) + (p.bias ? p.bias[row] : 0.0f);
   }
-  __shared__ bool last_block;
-  __threadfence();
-  __syncthreads();
-  unsigned* counter = p.counters + int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
-  if (tid == 0) last_block = atomicAdd(counter, 1u) == unsigned(p.splits - 1);
-  __syncthreads();
-  if (!last_block) return;
-  __threadfence();
-  // Each thread's outputs, 4 at a time, with the loads of 4 slices of each issued together.
-  constexpr int kU = kOut / kGemmThreads;
-  static_assert(kOut % kGemmThreads == 0 && kU % 4 == 0);
-  const int64_t sstride = int64_t(p.n) * p.Mp;
-#pragma unroll 1
-  for (int u0 = 0; u0 < kU; u0 += 4) {
-    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    const float* src[4];
-#pragma unroll
-    for (int u = 0; u < 4; u++) {
-      const int o = tid + (u0 + u) * kGemmThreads;
-      const int b = min(col0 + o / kGemmRows, p.n - 1);  // a padding row reads a real one
-      src[u] = p.ws + int64_t(b) * p.Mp + row0 + o % kGemmRows;
-    }
-    for (int s0 = 0; s0 < p.splits; s0 += 4) {
-      float t[4][4];
-#pragma unroll
-      for (int u = 0; u < 4; u++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-          t[u][e] = s0 + e < p.splits ? __ldcg(src[u] + (s0 + e) * sstride) : 0.0f;
-#pragma unroll
-      for (int u = 0; u < 4; u++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-          if (s0 + e < p.splits) v[u] += t[u][e];
-    }
-#pragma unroll
-    for (int u = 0; u < 4; u++) {
-      const int o = tid + (u0 + u) * kGemmThreads, r = o % kGemmRows, b = o / kGemmRows;
-      const int row = row0 + r, col = col0 + b;
-      if (row < p.M && col < p.n)
-        p.y[int64_t(col) * p.ldy + row] = v[u] + (p.bias ? p.bias[row] : 0.0f);
-    }
-  }
-  if (tid == 0) *counter = 0;
+  cluster_sync();
 }
 
 // f32 weights: warp (feature row); lanes stride K, then a fixed butterfly sum per batch row.
@@ -568,14 +541,25 @@ __global__ void linear_decode_f32_kernel(const float* __restrict__ W, int64_t M,
   }
 }
 
+// Whether the current device launches thread-block clusters, which K slices need.
+bool clusters_supported() {
+  int dev = 0, v = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrClusterLaunch, dev));
+  return v != 0;
+}
+
 // How many K slices a weight's reduction is cut into: enough blocks to keep every SM's memory
 // pipe busy (the row tiles alone are too few for narrow matrices such as x_proj), but at least
-// four chunks per warp. A function of W's shape only, never of the batch.
+// four chunks per warp, and at most one cluster's worth. A function of W's shape (and of the
+// device having clusters), never of the batch.
 int splits_for(const DeviceMatrix& W) {
   const int64_t tiles = ceil_div(W.rows, 16), chunks = ceil_div(W.cols, kChunk);
   const int64_t want = ceil_div(528, tiles);  // about four blocks per SM on an H100
   const int64_t most = std::max<int64_t>(1, chunks / (4 * kWarps));
-  return int(std::max<int64_t>(1, std::min<int64_t>({want, most, 64})));
+  static const bool clusters = clusters_supported();
+  if (!clusters) return 1;
+  return int(std::max<int64_t>(1, std::min<int64_t>({want, most, kMaxSplits})));
 }
 
 template <int MT>
@@ -583,9 +567,9 @@ int64_t row_tiles(const DeviceMatrix& W) {
   return ceil_div(W.rows, MT * 16);
 }
 
-// The kernel arguments for row tiles of `rt` features; the K split depends on W alone.
+// The kernel arguments; the K split depends on W alone.
 MmaArgs mma_args(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-                 const float* bias, const LinearDecodeWorkspace& ws, int64_t rt) {
+                 const float* bias, const LinearDecodeWorkspace& ws) {
   MmaArgs p;
   p.W = W.data;
   p.M = W.rows;
@@ -602,28 +586,17 @@ MmaArgs mma_args(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
   const int64_t chunks = ceil_div(W.cols, kChunk);
   p.chunks_per_split = ceil_div(chunks, p.splits);
   p.splits = int(ceil_div(chunks, p.chunks_per_split));  // no empty slice
-  p.Mp = ceil_div(W.rows, rt) * rt;
   p.x16 = ws.x16;
-  p.ws = ws.partial;
-  p.counters = ws.counters;
   return p;
-}
-
-void check_workspace(const MmaArgs& p, const LinearDecodeWorkspace& ws, const dim3& grid) {
-  if (p.splits == 1) return;
-  require(ws.partial && ws.partial_floats >= size_t(p.splits) * size_t(p.n) * size_t(p.Mp),
-          "linear_decode", "workspace too small");
-  require(ws.counters && ws.n_counters >= size_t(grid.x) * grid.y * grid.z / size_t(p.splits),
-          "linear_decode", "workspace counters too few");
 }
 
 template <typename T, int MT, int NT>
 void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
                 const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream) {
-  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, MT * 16);
+  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws);
   const dim3 grid(unsigned(row_tiles<MT>(W)), unsigned(p.splits), unsigned(ceil_div(n, NT * 8)));
-  check_workspace(p, ws, grid);
-  launch_pdl(linear_decode_mma_kernel<T, MT, NT>, grid, dim3(kWarps * 32), 0, stream, p);
+  launch_pdl_cluster(linear_decode_mma_kernel<T, MT, NT>, grid, dim3(1, unsigned(p.splits), 1),
+                     dim3(kWarps * 32), 0, stream, p);
 }
 
 template <typename T>
@@ -636,7 +609,7 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
     return true;
   }();
   (void)smem_set;
-  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, kGemmRows);
+  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws);
   const int64_t pieces = int64_t(n) * (W.cols / 8);
   if (!x_rounded)  // else the producer of x wrote x16 (the same rounding, element by element)
     launch_pdl(round_x_kernel<T>, dim3(unsigned(ceil_div(pieces, 256))), dim3(256), 0, stream, x,
@@ -645,8 +618,8 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
   // HBM once.
   const dim3 grid(unsigned(ceil_div(n, kGemmCols)), unsigned(ceil_div(W.rows, kGemmRows)),
                   unsigned(p.splits));
-  check_workspace(p, ws, grid);
-  launch_pdl(linear_decode_gemm_kernel<T>, grid, dim3(kGemmThreads), kGemmSmem, stream, p);
+  launch_pdl_cluster(linear_decode_gemm_kernel<T>, grid, dim3(1, 1, unsigned(p.splits)),
+                     dim3(kGemmThreads), kGemmSmem, stream, p);
 }
 
 // The tile shape by batch size: one 8-row batch tile for a single sequence (the weight stream
@@ -690,12 +663,6 @@ LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n) {
   LinearDecodeNeeds need;
   if (W.dtype == gguf::DType::F32 || n <= 0) return need;
   if (n > 8 && W.cols % 8 == 0) need.x16_elems = size_t(n) * size_t(W.cols);
-  const int splits = splits_for(W);
-  if (splits == 1) return need;
-  // The largest row padding and pass count over the tile shapes dispatch() may pick.
-  const int64_t Mp = ceil_div(W.rows, 64) * 64;
-  need.partial_floats = size_t(splits) * size_t(n) * size_t(Mp);
-  need.n_counters = size_t(ceil_div(W.rows, 16)) * size_t(ceil_div(n, 8));
   return need;
 }
 

@@ -23,20 +23,15 @@ namespace mamba::cuda {
 constexpr int kLinearDecodeWarps = 4;
 
 // Narrow weights (few rows, long rows: x_proj, out_proj) have their K range cut into slices on
-// more blocks; the slices' sums meet in a workspace and the tile's last block adds them in
-// slice order. The counters must start at zero (each call leaves them at zero again).
-// Batches of more than 8 rows also round x to the weight's dtype once, into x16.
+// more blocks, at most 8; the slices of an output tile run as one thread-block cluster and add
+// their sums in slice order through the cluster's shared memory (Hopper; on GPUs without
+// clusters every weight is one slice). Batches of more than 8 rows round x to the weight's
+// dtype once, into x16.
 struct LinearDecodeWorkspace {
-  float* partial = nullptr;      // device, partial_floats
-  size_t partial_floats = 0;
-  unsigned* counters = nullptr;  // device, n_counters, zeroed once
-  size_t n_counters = 0;
-  void* x16 = nullptr;           // device, x16_elems 16-bit values, 16-byte aligned
+  void* x16 = nullptr;  // device, x16_elems 16-bit values, 16-byte aligned
   size_t x16_elems = 0;
 };
 struct LinearDecodeNeeds {
-  size_t partial_floats = 0;
-  size_t n_counters = 0;
   size_t x16_elems = 0;
 };
 // What linear_decode needs for this weight and up to n rows (zeros when it needs nothing).

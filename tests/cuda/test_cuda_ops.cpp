@@ -603,13 +603,8 @@ TEST_CASE("linear_decode: accurate, and each row's result independent of the bat
       // take the unvectorised load paths.
       const int n_max = 200;
       const auto need = mamba::cuda::linear_decode_needs(dm, n_max);
-      DeviceBuffer partial(std::max<size_t>(need.partial_floats, 1) * 4, "partial");
-      const auto zeros = std::vector<unsigned>(std::max<size_t>(need.n_counters, 1), 0u);
-      DeviceBuffer counters = to_device(zeros);
       DeviceBuffer x16(std::max<size_t>(need.x16_elems, 1) * 2, "x16");
-      const mamba::cuda::LinearDecodeWorkspace ws{partial.as<float>(), need.partial_floats,
-                                                  counters.as<unsigned>(), need.n_counters,
-                                                  x16.data(), need.x16_elems};
+      const mamba::cuda::LinearDecodeWorkspace ws{x16.data(), need.x16_elems};
       for (int ld_pad : {0, 3}) {
         const int64_t ldx = c.cols + ld_pad, ldy = c.rows + ld_pad;
         const auto x = randn(size_t(n_max) * ldx);
@@ -653,7 +648,6 @@ TEST_CASE("linear_decode: accurate, and each row's result independent of the bat
               differ += std::memcmp(&all[size_t(r) * ldy + i], &alone[size_t(r) * c.rows + i], 4) != 0;
           INFO(c.what, " ", dname(t), " n ", n, " ld+", ld_pad);
           CHECK(differ == 0);
-          CHECK(to_host<unsigned>(counters, zeros.size()) == zeros);
           // Where the staged GEMM reads x16, x written there by its producer (rounded on the
           // host here) gives the same bits without the rounding pass.
           if (mamba::cuda::linear_decode_reads_x16(dm, n, ws)) {
