@@ -120,13 +120,34 @@ struct StateRef {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+#ifdef __CUDACC__
+#define MAMBA_HOST_DEVICE __host__ __device__
+#else
+#define MAMBA_HOST_DEVICE
+#endif
+
+// Where linear_decode's batched GEMM keeps element (row, k) of its 16-bit (n, K) input, K a
+// multiple of 32: blocks of 16 rows x 32 k (512 values), ordered [row / 16][k / 32]; inside a
+// block, the A-operand fragments of the mma.sync steps as lane l = 4 g + c reads them,
+// [step (2)][lane (32)][4 pairs]. Lane (g, c) holds k = 8c .. 8c+7 of rows g and g + 8 (the
+// GEMM's K order, see linear_decode.cu); step s takes the pairs 2s and 2s + 1 of each row, in
+// the order (row g, pair 2s), (row g + 8, pair 2s), (row g, pair 2s + 1), (row g + 8, ...).
+// One 16-byte read per lane and step gives the operand registers as mma.sync wants them.
+MAMBA_HOST_DEVICE inline int64_t gemm_x16_index(int64_t row, int64_t k, int64_t K) {
+  const int rr = int(row % 16), kk = int(k % 32);
+  const int g = rr % 8, h = rr / 8, c = kk / 8, e = kk % 8, pair = e / 2;
+  return (row / 16 * (K / 32) + k / 32) * 512 + (pair / 2) * 256 + (g * 4 + c) * 8 +
+         ((pair % 2) * 2 + h) * 2 + e % 2;
+}
+
 // A second, 16-bit copy of a kernel's float32 output, rounded to nearest even, written where
 // the next step is a projection with f16 or bf16 weights that reads its input in 16 bits (the
 // cuBLAS prefill GEMM, linear_decode's staged GEMM): that projection then skips its own
 // rounding pass (x_rounded). data == nullptr: no copy.
 struct Out16 {
-  void* data = nullptr;  // (rows, cols) contiguous
+  void* data = nullptr;  // (rows, cols) contiguous, or in gemm_x16_index order
   bool bf16 = false;     // bfloat16, else IEEE half
+  int64_t gemm_k = 0;    // > 0: the order of gemm_x16_index with K = gemm_k (= cols)
 };
 
 // Throws mamba::Error "<op>: <what>" unless cond holds: the host entry points check every
@@ -197,8 +218,11 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
-// o.data[i] = v rounded to o's type (o.data not null).
-__device__ __forceinline__ void store16(const Out16& o, int64_t i, float v) {
+// Element (row, col) of the (rows, cols) output = v rounded to o's type (o.data not null):
+// at row * cols + col, or where gemm_x16_index puts it when o.gemm_k is set (= cols).
+__device__ __forceinline__ void store16(const Out16& o, int64_t row, int64_t col, int64_t cols,
+                                        float v) {
+  const int64_t i = o.gemm_k ? gemm_x16_index(row, col, cols) : row * cols + col;
   if (o.bf16)
     static_cast<__nv_bfloat16*>(o.data)[i] = __float2bfloat16_rn(v);
   else

@@ -46,7 +46,7 @@ __global__ void conv1d_prefill_kernel(Conv1dParams p, SeqBatch batch) {
       if (k < K) acc += w[k] * in[i + k];  // input at t - (K - 1) + k
     const float v = silu(acc);
     p.out[int64_t(t_begin + t) * p.dim + c] = v;
-    if (p.out16.data) store16(p.out16, int64_t(t_begin + t) * p.dim + c, v);
+    if (p.out16.data) store16(p.out16, t_begin + t, c, p.dim, v);
   }
 }
 
@@ -86,7 +86,7 @@ __global__ void conv1d_step_kernel(Conv1dParams p, const int32_t* __restrict__ s
   if (K > 1) st[int64_t(K - 2) * p.dim + c] = xin;
   const float v = silu(acc);
   p.out[int64_t(row) * p.dim + c] = v;
-  if (p.out16.data) store16(p.out16, int64_t(row) * p.dim + c, v);
+  if (p.out16.data) store16(p.out16, row, c, p.dim, v);
 }
 
 void check(const Conv1dParams& p, const char* op) {

@@ -502,7 +502,7 @@ cuda::Out16 CudaBackend::rounded_input(const DeviceMatrix& W, bool decode, int n
   if (W.dtype == gguf::DType::F32) return {};
   const bool bf16 = W.dtype == gguf::DType::BF16;
   if (!decode) return {lin16_.data(), bf16};
-  if (cuda::linear_decode_reads_x16(W, n, dec_ws_)) return {dec_ws_.x16, bf16};
+  if (cuda::linear_decode_reads_x16(W, n, dec_ws_)) return {dec_ws_.x16, bf16, W.cols};
   return {};
 }
 

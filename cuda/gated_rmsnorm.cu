@@ -42,7 +42,7 @@ __global__ void gated_rmsnorm_kernel(const float* y, const float* __restrict__ z
       if (j < group_size) {
         const float v = yv[i] * scale * wg[j];
         if (out) out[off + j] = v;
-        if (out16.data) store16(out16, off + j, v);
+        if (out16.data) store16(out16, row, int64_t(grp) * group_size + j, d_inner, v);
       }
     }
     return;
@@ -56,7 +56,7 @@ __global__ void gated_rmsnorm_kernel(const float* y, const float* __restrict__ z
   for (int j = tid; j < group_size; j += nt) {
     const float v = y[off + j] * silu(zr[j]) * scale * wg[j];
     if (out) out[off + j] = v;
-    if (out16.data) store16(out16, off + j, v);
+    if (out16.data) store16(out16, row, int64_t(grp) * group_size + j, d_inner, v);
   }
 }
 

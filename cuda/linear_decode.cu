@@ -288,11 +288,15 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
 // ---- Batches of more than 8 rows: a sliced-K GEMM with the same arithmetic ------------------
 //
 // The kernel above reloads activations per block and keeps one chunk in flight per warp; at 64
-// rows it streams weights at a fraction of the memory bandwidth. This one first rounds x to the
-// weight's dtype once (round_x_kernel, the same rounding as load_x8), then streams the K slice
-// through shared memory with cp.async, several stages ahead. A stage is 4 consecutive chunks:
-// 256 contiguous bytes of each of the block's weight rows, and the same K range of its 64 batch
-// rows.
+// rows it streams weights at a fraction of the memory bandwidth. This one takes x rounded to
+// the weight's dtype once (round_x_kernel, the same rounding as load_x8, or the producer of x
+// through an Out16), stored in the mma's operand order (gemm_x16_index), then streams the K
+// slice through shared memory with cp.async, several stages ahead. A stage is 4 consecutive
+// chunks: 256 contiguous bytes of each of the block's weight rows, and the same K range of its
+// 64 batch rows. The batch rows are the mma's M and the features its N (the kernel above has
+// them the other way round): each lane's weight fragment is then one 16-byte read of 8
+// consecutive K values and its activation fragment one 16-byte read in operand order, with no
+// register shuffling. The products and the order they are added in are the kernel above's.
 //
 // It reproduces the kernel above bit for bit, which is what keeps decode batch-invariant. The
 // block's 8 warps are (residue j = warp % 4, feature group q = warp / 4): warp (j, q) multiplies
@@ -313,11 +317,11 @@ constexpr int kSub = 4;        // chunks per stage, = kWarps: one per residue wa
 constexpr int kGemmThreads = kSub * (kGemmRows / 32) * 32;
 constexpr int kGemmStages = 3;
 constexpr int kGemmW = kGemmRows * kSub * kChunk;  // 16-bit values per stage: [j][row][32]
-constexpr int kGemmX = kGemmCols * kSub * kChunk;  // [j][batch row][32]
+constexpr int kGemmX = kGemmCols * kSub * kChunk;  // [j][16-row block][512, operand order]
 constexpr int kGemmStageBytes = (kGemmW + kGemmX) * 2;
 constexpr int kGemmSmem = kGemmStages * kGemmStageBytes;
 // The epilogue reuses the stages: the residue sums of warps j > 0, then the block's tile.
-constexpr int kOutPitch = kGemmRows + 4;  // floats; the fragment stores hit distinct banks
+constexpr int kOutPitch = kGemmRows + 8;  // floats; the float2 fragment stores hit distinct banks
 constexpr int kRedFloats = (kSub - 1) * (kGemmThreads / kSub) * 64;
 static_assert((kRedFloats + kGemmCols * kOutPitch) * 4 <= kGemmSmem);
 
@@ -333,25 +337,44 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// x (n, ldx) -> x16 (n, K) rounded to T, 8 values per thread. K % 8 == 0.
+// x (n, ldx) -> x16 rounded to T (the rounding of load_x8), in the order of gemm_x16_index:
+// one thread per 16 bytes of x16, which is one lane's operand of one mma step (4 consecutive K
+// values of rows g and g + 8 of a 16-row block). Rows from n up to the next multiple of 16
+// are zeros. K % 32 == 0.
 template <typename T>
 __global__ void round_x_kernel(const float* __restrict__ x, int64_t ldx, bool x_vec, int n,
                                int64_t K, T* __restrict__ x16) {
   pdl_start();
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, per_row = K / 8;
-  if (i >= n * per_row) return;
-  const int row = int(i / per_row);
-  const int64_t k = i % per_row * 8;
-  uint32_t v[4];
-  load_x8<T>(x, ldx, n, K, x_vec, row, k, v);
-  *reinterpret_cast<uint4*>(x16 + row * K + k) = make_uint4(v[0], v[1], v[2], v[3]);
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, blocks_k = K / kChunk;
+  if (i >= (n + 15) / 16 * blocks_k * 64) return;
+  const int64_t blk = i / 64;  // 16 rows x 32 K, 64 pieces of 16 bytes
+  const int step = int(i % 64) / 32, lane = int(i % 32), g = lane / 4, c = lane % 4;
+  const int64_t row0 = blk / blocks_k * 16 + g, k = blk % blocks_k * kChunk + 8 * c + 4 * step;
+  float e[2][4];  // [row g, row g + 8][4 consecutive K values]
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const int64_t row = row0 + 8 * h;
+    if (row < n && x_vec) {
+      const float4 v = *reinterpret_cast<const float4*>(x + row * ldx + k);
+      e[h][0] = v.x, e[h][1] = v.y, e[h][2] = v.z, e[h][3] = v.w;
+    } else {
+#pragma unroll
+      for (int t = 0; t < 4; t++) e[h][t] = row < n ? x[row * ldx + k + t] : 0.0f;
+    }
+  }
+  reinterpret_cast<uint4*>(x16)[i] = make_uint4(pack2<T>(e[0][0], e[0][1]),
+                                                pack2<T>(e[1][0], e[1][1]),
+                                                pack2<T>(e[0][2], e[0][3]),
+                                                pack2<T>(e[1][2], e[1][3]));
 }
 
-// Block (64-row batch tile, 64-feature tile, K slice). Needs K % 8 == 0, M * K < 2^31, and
-// 16-byte aligned W and x16 (each 16-byte piece is then wholly inside or outside the K range).
+// Block (64-row batch tile, 64-feature tile, K slice). Needs K % 32 == 0, M * K < 2^31, 16-byte
+// aligned W and x16, and x16 in gemm_x16_index order for the rows up to n rounded up to 16.
 template <typename T>
 __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(MmaArgs p) {
-  constexpr int NT = kGemmCols / 8;
+  constexpr int MB = kGemmCols / 16;  // 16-row batch tiles: the mma's M
+  constexpr int NF = 32 / 8;          // 8-feature tiles of a warp's 32 features: the mma's N
+  constexpr int kAcc = MB * NF * 4;   // accumulators per thread
   pdl_launch_dependents();  // pdl_wait() below, once the first weights are on their way
   extern __shared__ __align__(16) unsigned char smem[];
   const T* __restrict__ W = static_cast<const T*>(p.W);
@@ -364,33 +387,35 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
   const int split = int(blockIdx.z);
   const int K = int(p.K);
   const int ch0 = split * int(p.chunks_per_split);
-  const int ch1 = min((K + kChunk - 1) / kChunk, ch0 + int(p.chunks_per_split));
-  const int kend = min(K, ch1 * kChunk);
+  const int ch1 = min(K / kChunk, ch0 + int(p.chunks_per_split));
   const int total = ch1 - ch0;
   const int n_stages = (total + kSub - 1) / kSub;
 
-  // The copies, fixed for the whole walk. Lane l of a warp copies 16 bytes: piece l % 4 of
-  // chunk l / 8 of row 2 * warp + (l / 4) % 2 (then every kRowStep rows further), so a warp
-  // reads 256 contiguous bytes of each of two rows, and each 8 lanes fill 128 contiguous bytes
-  // of shared memory (no bank conflicts). Pieces past M, n or the slice land as zeros.
+  // The copies, fixed for the whole walk. Weights: lane l of a warp copies 16 bytes, piece
+  // l % 4 of chunk l / 8 of row 2 * warp + (l / 4) % 2 (then every kRowStep rows further), so
+  // a warp reads 256 contiguous bytes of each of two rows, and each 8 lanes fill 128 contiguous
+  // bytes of shared memory (no bank conflicts). Activations: x16's blocks of 16 rows x 32 K are
+  // 1 KiB each, contiguous; thread t copies piece t % 64 of row block t / 64 of every chunk of
+  // the stage. Pieces past M, n or the slice land as zeros.
   constexpr int kRowStep = kGemmThreads / 16;
-  constexpr int kWPieces = kGemmRows / kRowStep, kXPieces = kGemmCols / kRowStep;
-  static_assert(kWPieces >= 1 && kXPieces >= 1);
+  constexpr int kWPieces = kGemmRows / kRowStep;
+  static_assert(kWPieces >= 1 && kGemmThreads == MB * 64);
   const int pw = lane % 4, pj = lane / 8, pr = 2 * warp + (lane / 4) % 2;
-  const int pk = (ch0 + pj) * kChunk + 8 * pw;  // the thread's K in the first stage; + 128 a stage
   const unsigned rstride = unsigned(kRowStep) * unsigned(K);
-  const unsigned w_off = unsigned(row0 + pr) * unsigned(K) + unsigned(pk);
-  const unsigned x_off = unsigned(col0 + pr) * unsigned(K) + unsigned(pk);
-  unsigned w_rows = 0, x_rows = 0;  // bit t: the thread's piece t is inside M (n)
+  const unsigned w_off = unsigned(row0 + pr) * unsigned(K) + unsigned((ch0 + pj) * kChunk + 8 * pw);
+  unsigned w_rows = 0;  // bit t: the thread's piece t is inside M
 #pragma unroll
   for (int t = 0; t < kWPieces; t++) w_rows |= unsigned(row0 + pr + t * kRowStep < p.M) << t;
-#pragma unroll
-  for (int t = 0; t < kXPieces; t++) x_rows |= unsigned(col0 + pr + t * kRowStep < p.n) << t;
+  const int xb = tid / 64, xp = tid % 64;
+  const bool x_in = col0 + xb * 16 < p.n;
+  const unsigned x_off = (unsigned(col0 / 16 + xb) * unsigned(K / kChunk) + unsigned(ch0)) * 512u +
+                         unsigned(xp) * 8u;
   const auto stage_ptr = [&](int st) { return reinterpret_cast<T*>(smem + st * kGemmStageBytes); };
   const auto copy = [&](int st, int stage, bool weights) {
-    const unsigned koff = unsigned(stage) * (kSub * kChunk);
-    const bool in_k = pk + int(koff) < kend;  // false for every piece of a stage past the slice
+    const int ch = ch0 + stage * kSub;  // the stage's first chunk
     if (weights) {
+      const bool in_k = ch + pj < ch1;
+      const unsigned koff = unsigned(stage) * (kSub * kChunk);
       T* dst = stage_ptr(st) + (pj * kGemmRows + pr) * kChunk + 8 * pw;
 #pragma unroll
       for (int t = 0; t < kWPieces; t++) {
@@ -398,11 +423,12 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
         cp_async16(dst + t * kRowStep * kChunk, W + (ok ? w_off + t * rstride + koff : 0u), ok);
       }
     } else {
-      T* dst = stage_ptr(st) + kGemmW + (pj * kGemmCols + pr) * kChunk + 8 * pw;
+      T* dst = stage_ptr(st) + kGemmW + xb * 512 + xp * 8;
 #pragma unroll
-      for (int t = 0; t < kXPieces; t++) {
-        const bool ok = in_k && (x_rows >> t & 1u);
-        cp_async16(dst + t * kRowStep * kChunk, X + (ok ? x_off + t * rstride + koff : 0u), ok);
+      for (int t = 0; t < kSub; t++) {
+        const bool ok = x_in && ch + t < ch1;
+        cp_async16(dst + t * MB * 512, X + (ok ? x_off + unsigned(stage * kSub + t) * 512u : 0u),
+                   ok);
       }
     }
   };
@@ -421,13 +447,13 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
     cp_async_commit();
   }
 
-  float acc[2][NT][4];  // [16-feature tile][8-row batch tile][fragment]
+  float acc[MB][NF][4];  // [16-row batch tile][8-feature tile][fragment]
 #pragma unroll
-  for (int mt = 0; mt < 2; mt++)
+  for (int mb = 0; mb < MB; mb++)
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++)
+    for (int nf = 0; nf < NF; nf++)
 #pragma unroll
-      for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
+      for (int i = 0; i < 4; i++) acc[mb][nf][i] = 0.0f;
 
   for (int i = 0, st = 0; i < n_stages; i++, st = st == kGemmStages - 1 ? 0 : st + 1) {
     cp_async_wait<kGemmStages - 2>();
@@ -438,23 +464,24 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
     cp_async_commit();
     if (i * kSub + j >= total) continue;  // warp-uniform: past the slice's last chunk
     const T* ws = stage_ptr(st) + (j * kGemmRows + q * 32) * kChunk;
-    const T* xs = stage_ptr(st) + kGemmW + j * kGemmCols * kChunk;
-    uint4 a[2][2];  // [16-feature tile][row g, row g + 8]
+    const T* xs = stage_ptr(st) + kGemmW + j * MB * 512;
+    // The weights are the mma's B operand: lane (g, c) reads K 8c .. 8c+7 of feature g of
+    // each 8-feature tile, whose pairs 0, 1 are step 0's b0, b1 and pairs 2, 3 step 1's.
+    uint4 b[NF];
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++)
+    for (int nf = 0; nf < NF; nf++)
+      b[nf] = *reinterpret_cast<const uint4*>(ws + (nf * 8 + g) * kChunk + 8 * c);
 #pragma unroll
-      for (int hh = 0; hh < 2; hh++)
-        a[mt][hh] = *reinterpret_cast<const uint4*>(ws + (mt * 16 + g + 8 * hh) * kChunk + 8 * c);
+    for (int mb = 0; mb < MB; mb++)
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++) {
-      // The same packed pairs load_x8 makes: 8 consecutive values of batch row g at 8c.
-      const uint4 b = *reinterpret_cast<const uint4*>(xs + (nt * 8 + g) * kChunk + 8 * c);
+      for (int s = 0; s < 2; s++) {
+        // The activations are the A operand, stored in operand order: one 16-byte read.
+        const uint4 a = *reinterpret_cast<const uint4*>(xs + mb * 512 + s * 256 + lane * 8);
 #pragma unroll
-      for (int mt = 0; mt < 2; mt++) {
-        mma16816<T>(acc[mt][nt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b.x, b.y);
-        mma16816<T>(acc[mt][nt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b.z, b.w);
+        for (int nf = 0; nf < NF; nf++)
+          mma16816<T>(acc[mb][nf], a.x, a.y, a.z, a.w, s ? b[nf].z : b[nf].x,
+                      s ? b[nf].w : b[nf].y);
       }
-    }
   }
   cp_async_wait<0>();
   __syncthreads();  // the staging buffers are free
@@ -465,32 +492,36 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
   float* red = reinterpret_cast<float*>(smem);
   float* out = red + kRedFloats;
   const auto slot = [&](int jj, int idx) {
-    return (((jj - 1) * (kGemmRows / 32) + q) * 2 * NT * 4 + idx) * 32 + lane;
+    return (((jj - 1) * (kGemmRows / 32) + q) * kAcc + idx) * 32 + lane;
   };
   if (j > 0) {
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++)
+    for (int mb = 0; mb < MB; mb++)
 #pragma unroll
-      for (int nt = 0; nt < NT; nt++)
+      for (int nf = 0; nf < NF; nf++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) red[slot(j, (mt * NT + nt) * 4 + i)] = acc[mt][nt][i];
+        for (int i = 0; i < 4; i++) red[slot(j, (mb * NF + nf) * 4 + i)] = acc[mb][nf][i];
   }
   __syncthreads();
   if (j == 0) {
-    // acc[mt][nt] = {(r, b), (r, b + 1), (r + 8, b), (r + 8, b + 1)}, r = q*32 + mt*16 + g,
-    // b = nt*8 + 2c within the block's tile.
+    // acc[mb][nf] = {(b, f), (b, f + 1), (b + 8, f), (b + 8, f + 1)}, batch row b = mb*16 + g,
+    // feature f = q*32 + nf*8 + 2c within the block's tile.
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++)
+    for (int mb = 0; mb < MB; mb++)
 #pragma unroll
-      for (int nt = 0; nt < NT; nt++)
+      for (int nf = 0; nf < NF; nf++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-          float v = acc[mt][nt][i];
+        for (int h = 0; h < 2; h++) {
+          float v[2];
 #pragma unroll
-          for (int jj = 1; jj < kSub; jj++) v = v + red[slot(jj, (mt * NT + nt) * 4 + i)];
-          const int r = q * 32 + mt * 16 + g + (i >= 2 ? 8 : 0);
-          const int b = nt * 8 + 2 * c + (i & 1);
-          out[b * kOutPitch + r] = v;
+          for (int e = 0; e < 2; e++) {
+            const int i = 2 * h + e;
+            v[e] = acc[mb][nf][i];
+#pragma unroll
+            for (int jj = 1; jj < kSub; jj++) v[e] = v[e] + red[slot(jj, (mb * NF + nf) * 4 + i)];
+          }
+          const int b = mb * 16 + g + 8 * h, f = q * 32 + nf * 8 + 2 * c;
+          *reinterpret_cast<float2*>(&out[b * kOutPitch + f]) = make_float2(v[0], v[1]);
         }
   }
   __syncthreads();
@@ -612,7 +643,7 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
   }();
   (void)smem_set;
   const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws);
-  const int64_t pieces = int64_t(n) * (W.cols / 8);
+  const int64_t pieces = ceil_div(n, 16) * (W.cols / kChunk) * 64;
   if (!x_rounded)  // else the producer of x wrote x16 (the same rounding, element by element)
     launch_pdl(round_x_kernel<T>, dim3(unsigned(ceil_div(pieces, 256))), dim3(256), 0, stream, x,
                ldx, p.x_vec, n, W.cols, static_cast<T*>(ws.x16));
@@ -630,9 +661,10 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
 // (32 features per block beat 64 there: 4 tiles need 220 registers, so fewer blocks fit).
 enum class Path { kOneSeq, kGemm, kWide };
 Path path_for(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
-  const bool gemm_ok = W.cols % 8 == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0 &&
+  const int64_t x16_elems = ceil_div(n, 16) * 16 * W.cols;
+  const bool gemm_ok = W.cols % kChunk == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0 &&
                        ws.x16 && reinterpret_cast<uintptr_t>(ws.x16) % 16 == 0 &&
-                       ws.x16_elems >= size_t(n) * size_t(W.cols) &&
+                       ws.x16_elems >= size_t(x16_elems) && x16_elems < (int64_t(1) << 31) &&
                        ceil_div(W.rows, kGemmRows) <= 65535 &&
                        W.rows * W.cols < (int64_t(1) << 31);
   // Small weights (x_proj, dt_proj: a few MB, read from L2 after the first pass) run the one
@@ -664,7 +696,7 @@ void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* 
 LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n) {
   LinearDecodeNeeds need;
   if (W.dtype == gguf::DType::F32 || n <= 0) return need;
-  if (n > 8 && W.cols % 8 == 0) need.x16_elems = size_t(n) * size_t(W.cols);
+  if (n > 8 && W.cols % kChunk == 0) need.x16_elems = size_t(ceil_div(n, 16) * 16 * W.cols);
   return need;
 }
 

@@ -38,8 +38,9 @@ struct LinearDecodeNeeds {
 LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n);
 
 // y rows [0, n), first W.rows columns; bias (W.rows) may be null. n in [0, 65535].
-// x_rounded: the producer of x has already written it rounded into ws.x16 as (n, W.cols)
-// (allowed only where linear_decode_reads_x16 says so); the rounding pass is skipped.
+// x_rounded: the producer of x has already written it rounded into ws.x16, element (r, k) of
+// the (n, W.cols) input at gemm_x16_index(r, k, W.cols) (an Out16 with gemm_k = W.cols; allowed
+// only where linear_decode_reads_x16 says so); the rounding pass is skipped.
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                    int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
                    cudaStream_t stream, bool x_rounded = false);

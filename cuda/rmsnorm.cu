@@ -45,7 +45,7 @@ __global__ void rmsnorm_residual_kernel(float* __restrict__ h, const float* __re
   float* o = out + row * d;
   const auto put = [&](int j, float v) {
     o[j] = v;
-    if (out16.data) store16(out16, row * d + j, v);
+    if (out16.data) store16(out16, row, j, d, v);
   };
 #pragma unroll
   for (int i = 0; i < kKeep; i++)

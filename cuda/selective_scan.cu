@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(kThreads, V == 1 ? 5 : 1)
     if (valid && mine) {
       const float yv = (yp[0] + Dc * xm) * silu(zm);
       p.y[row * p.d_inner + c] = yv;
-      if (p.y16.data) store16(p.y16, row * p.d_inner + c, yv);
+      if (p.y16.data) store16(p.y16, row, c, p.d_inner, yv);
     }
     if constexpr (kAhead) {
 #pragma unroll
@@ -186,7 +186,7 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
   if (valid && j == 0) {
     const float yv = (acc + p.D[c] * x) * silu(p.z[int64_t(row) * p.ldz + c]);
     p.y[int64_t(row) * p.d_inner + c] = yv;
-    if (p.y16.data) store16(p.y16, int64_t(row) * p.d_inner + c, yv);
+    if (p.y16.data) store16(p.y16, row, c, p.d_inner, yv);
   }
 }
 

@@ -88,6 +88,19 @@ double rounding_mismatch(const std::vector<uint16_t>& got16, const std::vector<f
   return got16 == to_16(f32, t) ? 0.0 : 1.0;
 }
 
+// The 16-bit row-major (n, K) values `rm` in linear_decode's GEMM order (gemm_x16_index), for
+// n rounded up to 16 rows; the rows past n hold `pad` (a NaN pattern shows that no output
+// reads them).
+std::vector<uint16_t> to_gemm_order(const std::vector<uint16_t>& rm, int64_t n, int64_t K,
+                                    uint16_t pad) {
+  const int64_t rows = (n + 15) / 16 * 16;
+  std::vector<uint16_t> o(size_t(rows * K), pad);
+  for (int64_t r = 0; r < n; r++)
+    for (int64_t k = 0; k < K; k++)
+      o[size_t(mamba::cuda::gemm_x16_index(r, k, K))] = rm[size_t(r * K + k)];
+  return o;
+}
+
 // A weight in the given dtype on the device, and the float values it holds.
 struct Weight {
   DeviceBuffer dev;
@@ -163,6 +176,16 @@ TEST_CASE("rmsnorm_residual: residual add and norm") {
              rounding_mismatch(to_host<uint16_t>(out16, o_ref.size()),
                                to_host<float>(out, o_ref.size()), t16),
              0.0);
+      if (!with_delta) {
+        // The same copy in the decode GEMM's operand order (h is left as it was without delta).
+        const auto rm = to_16(to_host<float>(out, o_ref.size()), t16);
+        const auto want = to_gemm_order(rm, n, d, 0x7e00);
+        DeviceBuffer g16 = to_device(std::vector<uint16_t>(want.size(), 0x7e00));
+        mamba::cuda::rmsnorm_residual(dh.as<float>(), nullptr, dw.as<float>(), n, d, eps,
+                                      out.as<float>(), {g16.data(), false, d}, nullptr);
+        report("rmsnorm_residual out16 gemm order", shape,
+               to_host<uint16_t>(g16, want.size()) == want ? 0.0 : 1.0, 0.0);
+      }
     }
   }
 }
@@ -655,7 +678,8 @@ TEST_CASE("linear_decode: accurate, and each row's result independent of the bat
             for (int r = 0; r < n; r++)
               packed.insert(packed.end(), x.begin() + size_t(r) * ldx,
                             x.begin() + size_t(r) * ldx + c.cols);
-            const auto h16 = to_16(packed, t);
+            // In the GEMM's operand order, rows past n holding NaNs.
+            const auto h16 = to_gemm_order(to_16(packed, t), n, c.cols, 0x7fff);
             CUDA_CHECK(cudaMemcpy(x16.data(), h16.data(), h16.size() * 2, cudaMemcpyHostToDevice));
             DeviceBuffer y2(size_t(n) * ldy * 4, "y2");
             mamba::cuda::linear_decode(dm, dx.as<float>(), ldx, n, y2.as<float>(), ldy,
