@@ -146,13 +146,16 @@ __global__ void __launch_bounds__(kThreads, V == 1 ? 5 : 1)
 // d_state) row-major) and, with V = 4, 16 bytes wide; L is d_state / V rounded up to a power of
 // two, at most 32. The C-weighted sum runs over a lane's entries in order, then a fixed
 // butterfly over the group. Every row is computed alone, whatever else is in the batch.
+// (L = 1 << log2_L: the lane split is shifts and masks; a division by a run-time L cost more
+// issue slots than the whole update, which made the step issue-bound at 64 rows.)
 template <int V>
 __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t* __restrict__ slots,
-                                           int L) {
+                                           int log2_L) {
   pdl_start();
   using Vec = std::conditional_t<V == 4, float4, float>;
-  const int g = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / L);  // channel
-  const int j = int(threadIdx.x) % L;
+  const int L = 1 << log2_L;
+  const int g = int((blockIdx.x * blockDim.x + threadIdx.x) >> log2_L);  // channel
+  const int j = int(threadIdx.x) & (L - 1);
   const int row = blockIdx.y;
   const bool valid = g < p.d_inner;  // whole groups are valid or not; all lanes shuffle
   const int c = valid ? g : 0;
@@ -229,13 +232,14 @@ void selective_scan_step(const SelectiveScanParams& p, int n, const int32_t* slo
                         aligned(p.state.base) && aligned(p.A) && aligned(p.B) && aligned(p.C)
                     ? 4
                     : 1;
-  int L = 1;
-  while (L * V < p.d_state && L < 32) L *= 2;
-  const dim3 grid(unsigned(ceil_div(int64_t(p.d_inner) * L, threads)), unsigned(n));
+  int log2_L = 0;
+  while ((V << log2_L) < p.d_state && log2_L < 5) log2_L++;
+  require(int64_t(p.d_inner) << log2_L <= INT32_MAX, "selective_scan_step", "d_inner too large");
+  const dim3 grid(unsigned(ceil_div(int64_t(p.d_inner) << log2_L, threads)), unsigned(n));
   if (V == 4)
-    launch_pdl(selective_scan_step_kernel<4>, grid, dim3(threads), 0, stream, p, slots, L);
+    launch_pdl(selective_scan_step_kernel<4>, grid, dim3(threads), 0, stream, p, slots, log2_L);
   else
-    launch_pdl(selective_scan_step_kernel<1>, grid, dim3(threads), 0, stream, p, slots, L);
+    launch_pdl(selective_scan_step_kernel<1>, grid, dim3(threads), 0, stream, p, slots, log2_L);
   CUDA_CHECK(cudaGetLastError());
 }
 
