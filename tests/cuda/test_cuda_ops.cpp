@@ -26,7 +26,7 @@ using mamba::gguf::DType;
 
 namespace {
 
-constexpr int kSlots = 4;
+constexpr int kSlots = 8;
 
 std::string join(const std::vector<int>& v) {
   std::string s = "[";
@@ -55,12 +55,13 @@ struct Batch {
   std::string name() const { return "lens " + join(lens); }
 };
 
-// Per-slot state with a padded slot stride, so that a kernel using the wrong stride shows.
+// Per-slot state with a padded slot stride, so that a kernel using the wrong stride shows (the
+// default odd pad also keeps the kernels off their 16-byte paths).
 struct States {
   int64_t size, stride;
   std::vector<float> host;
   DeviceBuffer dev;
-  explicit States(int64_t per_slot) : size(per_slot), stride(per_slot + 5) {
+  explicit States(int64_t per_slot, int64_t pad = 5) : size(per_slot), stride(per_slot + pad) {
     host = randn(size_t(kSlots * stride), 0.5f);
     dev = to_device(host);
   }
@@ -265,7 +266,9 @@ TEST_CASE("conv1d: prefill and step at real and fixture shapes") {
 
 // ---- Mamba-1 selective scan --------------------------------------------------------------
 
-void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
+// pad: the state's slot stride is d_inner * N + pad floats; a multiple of 4 lets the step take
+// its 16-byte path where the shape allows it.
+void scan_case(int d_inner, int N, int R, const Batch& b, bool step, int64_t pad = 5) {
   const int n_tok = b.n_tok();
   const int64_t ldbc = R + 2 * N, ldz = 2 * int64_t(d_inner);
   auto x = randn(size_t(n_tok) * d_inner);
@@ -277,7 +280,7 @@ void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
   auto xdbl = randn(size_t(n_tok) * ldbc);  // [dt_low | B | C] per row
   auto D = randn(d_inner, 0.5f, 1.0f);
   auto xz = randn(size_t(n_tok) * ldz);  // [x_in | z] per row
-  States st(int64_t(d_inner) * N);
+  States st(int64_t(d_inner) * N, pad);
   DeviceBuffer dx = to_device(x), ddt = to_device(dt), dbias = to_device(dt_bias),
                dA = to_device(A), dxdbl = to_device(xdbl), dD = to_device(D), dxz = to_device(xz);
   DeviceBuffer y(size_t(n_tok) * d_inner * 4, "y");
@@ -325,7 +328,8 @@ void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
   }
   const std::string op = step ? "selective_scan_step" : "selective_scan_prefill";
   const std::string shape = "d_inner " + std::to_string(d_inner) + " N " + std::to_string(N) +
-                            " " + (step ? "slots " + join(b.slots) : b.name());
+                            " " + (step ? "slots " + join(b.slots) : b.name()) +
+                            (pad % 4 == 0 ? " stride%4=0" : "");
   const auto got_y = to_host<float>(y, y_ref.size());
   report(op + " y", shape, rel_l2(got_y, y_ref), 2e-5);
   report(op + " state", shape, rel_l2(st.result(), s_ref), 2e-5);
@@ -335,14 +339,16 @@ void scan_case(int d_inner, int N, int R, const Batch& b, bool step) {
 
 TEST_CASE("selective scan (Mamba-1): prefill and step") {
   if (no_device()) return;
-  // mamba-130m, mamba-2.8b, and the fixtures' tiny shapes (N = 8, N = 4)
+  // mamba-130m, mamba-2.8b, the fixtures' tiny shapes (N = 8, N = 4), and the widest state
+  // (N = 64: several lanes per channel on both step paths)
   for (auto [d_inner, N, R] : std::vector<std::array<int, 3>>{
-           {1536, 16, 48}, {5120, 16, 160}, {32, 8, 1}, {48, 4, 5}}) {
+           {1536, 16, 48}, {5120, 16, 160}, {32, 8, 1}, {48, 4, 5}, {40, 64, 4}}) {
     if (quick() && d_inner == 5120) continue;
     scan_case(d_inner, N, R, Batch({1}, {1}), false);
     scan_case(d_inner, N, R, Batch({300}, {2}), false);  // crosses a 256-step chunk
     scan_case(d_inner, N, R, Batch({3, 257, 64}, {3, 0, 1}), false);
     scan_case(d_inner, N, R, Batch({1, 1, 1}, {2, 0, 3}), true);
+    scan_case(d_inner, N, R, Batch({1, 1, 1, 1, 1}, {4, 2, 0, 7, 3}), true, /*pad=*/4);
   }
 }
 
