@@ -134,7 +134,7 @@ struct MmaArgs {
   const float* bias;
   int splits;             // K slices (at most kMaxSplits), one block each, one cluster a tile
   int64_t chunks_per_split;
-  const void* x16;        // (n, K) x rounded to T, for the tiled kernel
+  const void* x16;        // x rounded to T in gemm_x16_index order, for the staged GEMM
 };
 
 // Block (row tile of MT*16 features, K slice, batch pass of NT*8 rows). kWarps warps split the
