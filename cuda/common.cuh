@@ -133,10 +133,11 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // GEMM's K order, see linear_decode.cu); step s takes the pairs 2s and 2s + 1 of each row, in
 // the order (row g, pair 2s), (row g + 8, pair 2s), (row g, pair 2s + 1), (row g + 8, ...).
 // One 16-byte read per lane and step gives the operand registers as mma.sync wants them.
+constexpr int kGemmX16Block = 16 * 32;  // values in one block of gemm_x16_index's order
 MAMBA_HOST_DEVICE inline int64_t gemm_x16_index(int64_t row, int64_t k, int64_t K) {
   const int rr = int(row % 16), kk = int(k % 32);
   const int g = rr % 8, h = rr / 8, c = kk / 8, e = kk % 8, pair = e / 2;
-  return (row / 16 * (K / 32) + k / 32) * 512 + (pair / 2) * 256 + (g * 4 + c) * 8 +
+  return (row / 16 * (K / 32) + k / 32) * kGemmX16Block + (pair / 2) * 256 + (g * 4 + c) * 8 +
          ((pair % 2) * 2 + h) * 2 + e % 2;
 }
 

@@ -317,7 +317,7 @@ constexpr int kSub = 4;        // chunks per stage, = kWarps: one per residue wa
 constexpr int kGemmThreads = kSub * (kGemmRows / 32) * 32;
 constexpr int kGemmStages = 3;
 constexpr int kGemmW = kGemmRows * kSub * kChunk;  // 16-bit values per stage: [j][row][32]
-constexpr int kGemmX = kGemmCols * kSub * kChunk;  // [j][16-row block][512, operand order]
+constexpr int kGemmX = kGemmCols * kSub * kChunk;  // [j][16-row block][kGemmX16Block]
 constexpr int kGemmStageBytes = (kGemmW + kGemmX) * 2;
 constexpr int kGemmSmem = kGemmStages * kGemmStageBytes;
 // The epilogue reuses the stages: the residue sums of warps j > 0, then the block's tile.
@@ -408,8 +408,9 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
   for (int t = 0; t < kWPieces; t++) w_rows |= unsigned(row0 + pr + t * kRowStep < p.M) << t;
   const int xb = tid / 64, xp = tid % 64;
   const bool x_in = col0 + xb * 16 < p.n;
-  const unsigned x_off = (unsigned(col0 / 16 + xb) * unsigned(K / kChunk) + unsigned(ch0)) * 512u +
-                         unsigned(xp) * 8u;
+  constexpr unsigned kBlk = kGemmX16Block;  // one 16-row x 32-K block of x16, 1 KiB
+  const unsigned x_off =
+      (unsigned(col0 / 16 + xb) * unsigned(K / kChunk) + unsigned(ch0)) * kBlk + unsigned(xp) * 8u;
   const auto stage_ptr = [&](int st) { return reinterpret_cast<T*>(smem + st * kGemmStageBytes); };
   const auto copy = [&](int st, int stage, bool weights) {
     const int ch = ch0 + stage * kSub;  // the stage's first chunk
@@ -423,11 +424,11 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
         cp_async16(dst + t * kRowStep * kChunk, W + (ok ? w_off + t * rstride + koff : 0u), ok);
       }
     } else {
-      T* dst = stage_ptr(st) + kGemmW + xb * 512 + xp * 8;
+      T* dst = stage_ptr(st) + kGemmW + xb * kBlk + xp * 8;
 #pragma unroll
       for (int t = 0; t < kSub; t++) {
         const bool ok = x_in && ch + t < ch1;
-        cp_async16(dst + t * MB * 512, X + (ok ? x_off + unsigned(stage * kSub + t) * 512u : 0u),
+        cp_async16(dst + t * MB * kBlk, X + (ok ? x_off + unsigned(stage * kSub + t) * kBlk : 0u),
                    ok);
       }
     }
@@ -464,7 +465,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
     cp_async_commit();
     if (i * kSub + j >= total) continue;  // warp-uniform: past the slice's last chunk
     const T* ws = stage_ptr(st) + (j * kGemmRows + q * 32) * kChunk;
-    const T* xs = stage_ptr(st) + kGemmW + j * MB * 512;
+    const T* xs = stage_ptr(st) + kGemmW + j * MB * kBlk;
     // The weights are the mma's B operand: lane (g, c) reads K 8c .. 8c+7 of feature g of
     // each 8-feature tile, whose pairs 0, 1 are step 0's b0, b1 and pairs 2, 3 step 1's.
     uint4 b[NF];
@@ -476,7 +477,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
 #pragma unroll
       for (int s = 0; s < 2; s++) {
         // The activations are the A operand, stored in operand order: one 16-byte read.
-        const uint4 a = *reinterpret_cast<const uint4*>(xs + mb * 512 + s * 256 + lane * 8);
+        const uint4 a = *reinterpret_cast<const uint4*>(xs + mb * kBlk + s * 256 + lane * 8);
 #pragma unroll
         for (int nf = 0; nf < NF; nf++)
           mma16816<T>(acc[mb][nf], a.x, a.y, a.z, a.w, s ? b[nf].z : b[nf].x,
