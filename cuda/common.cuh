@@ -134,11 +134,15 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // the order (row g, pair 2s), (row g + 8, pair 2s), (row g, pair 2s + 1), (row g + 8, ...).
 // One 16-byte read per lane and step gives the operand registers as mma.sync wants them.
 constexpr int kGemmX16Block = 16 * 32;  // values in one block of gemm_x16_index's order
+// The arithmetic is unsigned 32-bit: indices are below 2^31 (linear_decode refuses larger x16
+// buffers), and a kernel's epilogue then spends a few shifts on it instead of 64-bit signed
+// divisions.
 MAMBA_HOST_DEVICE inline int64_t gemm_x16_index(int64_t row, int64_t k, int64_t K) {
-  const int rr = int(row % 16), kk = int(k % 32);
-  const int g = rr % 8, h = rr / 8, c = kk / 8, e = kk % 8, pair = e / 2;
-  return (row / 16 * (K / 32) + k / 32) * kGemmX16Block + (pair / 2) * 256 + (g * 4 + c) * 8 +
-         ((pair % 2) * 2 + h) * 2 + e % 2;
+  const uint32_t r = uint32_t(row), kk = uint32_t(k);
+  const uint32_t rr = r % 16, ki = kk % 32;
+  const uint32_t g = rr % 8, h = rr / 8, c = ki / 8, e = ki % 8, pair = e / 2;
+  return int64_t((r / 16 * (uint32_t(K) / 32) + kk / 32) * kGemmX16Block + (pair / 2) * 256 +
+                 (g * 4 + c) * 8 + ((pair % 2) * 2 + h) * 2 + e % 2);
 }
 
 // A second, 16-bit copy of a kernel's float32 output, rounded to nearest even, written where

@@ -311,19 +311,29 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
 // The tile (64 features x 64 batch rows, 3 stages of 32 KiB, two blocks an SM) was measured on
 // the H200 against 128- and 32-feature tiles and against warps that split the batch rows (the
 // mamba-1.4b shapes at 16 to 256 rows; docs/benchmarks.md); none changes an output's sum.
-constexpr int kGemmCols = 64;  // batch rows per block
-constexpr int kGemmRows = 64;  // features per block: 2 feature groups of 32
+// Small weights (x_proj, dt_proj: a few MB, read from L2 after the first batch tile) take a
+// tile of 32 features x 32 batch rows instead, so that their few row tiles and slices still
+// make enough blocks (measured on the H200 against 16 batch rows: docs/benchmarks.md).
 constexpr int kSub = 4;        // chunks per stage, = kWarps: one per residue warp
-constexpr int kGemmThreads = kSub * (kGemmRows / 32) * 32;
 constexpr int kGemmStages = 3;
-constexpr int kGemmW = kGemmRows * kSub * kChunk;  // 16-bit values per stage: [j][row][32]
-constexpr int kGemmX = kGemmCols * kSub * kChunk;  // [j][16-row block][kGemmX16Block]
-constexpr int kGemmStageBytes = (kGemmW + kGemmX) * 2;
-constexpr int kGemmSmem = kGemmStages * kGemmStageBytes;
-// The epilogue reuses the stages: the residue sums of warps j > 0, then the block's tile.
-constexpr int kOutPitch = kGemmRows + 8;  // floats; the float2 fragment stores hit distinct banks
-constexpr int kRedFloats = (kSub - 1) * (kGemmThreads / kSub) * 64;
-static_assert((kRedFloats + kGemmCols * kOutPitch) * 4 <= kGemmSmem);
+template <int MB, int QG>  // MB 16-row batch tiles (the mma's M), QG 32-feature groups
+struct GemmTile {
+  static constexpr int kMB = MB, kQG = QG;
+  static constexpr int kCols = MB * 16;               // batch rows per block
+  static constexpr int kRows = QG * 32;               // features per block
+  static constexpr int kThreads = kSub * QG * 32;     // warps (residue j, feature group q)
+  static constexpr int kW = kRows * kSub * kChunk;    // 16-bit values per stage: [j][row][32]
+  static constexpr int kX = kCols * kSub * kChunk;    // [j][16-row block][kGemmX16Block]
+  static constexpr int kStageBytes = (kW + kX) * 2;
+  static constexpr int kSmem = kGemmStages * kStageBytes;
+  static constexpr int kAcc = MB * 4 * 4;             // accumulators per thread
+  // The epilogue reuses the stages: the residue sums of warps j > 0, then the block's tile.
+  static constexpr int kOutPitch = kRows + 8;  // floats; the float2 fragment stores hit distinct banks
+  static constexpr int kRedFloats = (kSub - 1) * (kThreads / kSub) * kAcc;
+  static_assert((kRedFloats + kCols * kOutPitch) * 4 <= kSmem);
+};
+using BigTile = GemmTile<4, 2>;    // 64 batch rows x 64 features, 256 threads
+using SmallTile = GemmTile<2, 1>;  // 32 batch rows x 32 features, 128 threads
 
 // 16 bytes global -> shared without passing through registers; zeros when !valid.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
@@ -368,13 +378,15 @@ __global__ void round_x_kernel(const float* __restrict__ x, int64_t ldx, bool x_
                                                 pack2<T>(e[1][2], e[1][3]));
 }
 
-// Block (64-row batch tile, 64-feature tile, K slice). Needs K % 32 == 0, M * K < 2^31, 16-byte
-// aligned W and x16, and x16 in gemm_x16_index order for the rows up to n rounded up to 16.
-template <typename T>
-__global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(MmaArgs p) {
-  constexpr int MB = kGemmCols / 16;  // 16-row batch tiles: the mma's M
-  constexpr int NF = 32 / 8;          // 8-feature tiles of a warp's 32 features: the mma's N
-  constexpr int kAcc = MB * NF * 4;   // accumulators per thread
+// Block (batch tile of Tile::kCols rows, tile of Tile::kRows features, K slice). Needs
+// K % 32 == 0, M * K < 2^31, 16-byte aligned W and x16, and x16 in gemm_x16_index order for the
+// rows up to n rounded up to 16.
+template <typename T, typename Tile>
+__global__ void __launch_bounds__(Tile::kThreads, 2) linear_decode_gemm_kernel(MmaArgs p) {
+  constexpr int MB = Tile::kMB;      // 16-row batch tiles: the mma's M
+  constexpr int NF = 32 / 8;         // 8-feature tiles of a warp's 32 features: the mma's N
+  constexpr int kAcc = Tile::kAcc;   // accumulators per thread
+  constexpr int kThreads = Tile::kThreads, kRows = Tile::kRows, kOutPitch = Tile::kOutPitch;
   pdl_launch_dependents();  // pdl_wait() below, once the first weights are on their way
   extern __shared__ __align__(16) unsigned char smem[];
   const T* __restrict__ W = static_cast<const T*>(p.W);
@@ -382,8 +394,8 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, c = lane % 4;
   const int j = warp % kSub, q = warp / kSub;
-  const int col0 = int(blockIdx.x) * kGemmCols;
-  const int row0 = int(blockIdx.y) * kGemmRows;
+  const int col0 = int(blockIdx.x) * Tile::kCols;
+  const int row0 = int(blockIdx.y) * kRows;
   const int split = int(blockIdx.z);
   const int K = int(p.K);
   const int ch0 = split * int(p.chunks_per_split);
@@ -395,41 +407,57 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
   // l % 4 of chunk l / 8 of row 2 * warp + (l / 4) % 2 (then every kRowStep rows further), so
   // a warp reads 256 contiguous bytes of each of two rows, and each 8 lanes fill 128 contiguous
   // bytes of shared memory (no bank conflicts). Activations: x16's blocks of 16 rows x 32 K are
-  // 1 KiB each, contiguous; thread t copies piece t % 64 of row block t / 64 of every chunk of
-  // the stage. Pieces past M, n or the slice land as zeros.
-  constexpr int kRowStep = kGemmThreads / 16;
-  constexpr int kWPieces = kGemmRows / kRowStep;
-  static_assert(kWPieces >= 1 && kGemmThreads == MB * 64);
+  // 1 KiB each, contiguous; a stage's kSub * MB blocks are taken in order (chunk-major), 64
+  // consecutive threads a block, thread t copying piece t % 64 of every kThreads / 64-th block
+  // from block t / 64 on. Pieces past M, n or the slice land as zeros.
+  constexpr int kRowStep = kThreads / 16;
+  constexpr int kWPieces = kRows / kRowStep;
+  constexpr int kXStep = kThreads / 64;              // x16 blocks copied per round
+  constexpr int kXPieces = kSub * MB / kXStep;       // rounds: this thread's pieces per stage
+  static_assert(kWPieces >= 1 && kXPieces >= 1 && kXPieces * kXStep == kSub * MB);
   const int pw = lane % 4, pj = lane / 8, pr = 2 * warp + (lane / 4) % 2;
   const unsigned rstride = unsigned(kRowStep) * unsigned(K);
   const unsigned w_off = unsigned(row0 + pr) * unsigned(K) + unsigned((ch0 + pj) * kChunk + 8 * pw);
   unsigned w_rows = 0;  // bit t: the thread's piece t is inside M
 #pragma unroll
   for (int t = 0; t < kWPieces; t++) w_rows |= unsigned(row0 + pr + t * kRowStep < p.M) << t;
-  const int xb = tid / 64, xp = tid % 64;
-  const bool x_in = col0 + xb * 16 < p.n;
+  // Piece t of this thread's x16 copies in a stage: (chunk, row block) = (tc0 + tc_of(t),
+  // xb0 + xb_of(t)). A round of kXStep blocks covers whole chunks (big tile) or part of one.
+  const int xr = (tid / 64) % kXStep, xp = tid % 64;  // (% kXStep: the compiler learns xr's range)
+  constexpr bool kWholeChunks = kXStep % MB == 0;
+  const int tc0 = kWholeChunks ? xr / MB : 0, xb0 = kWholeChunks ? xr % MB : xr;
+  const auto tc_of = [](int t) { return kWholeChunks ? t * (kXStep / MB) : t / (MB / kXStep); };
+  const auto xb_of = [](int t) { return kWholeChunks ? 0 : t % (MB / kXStep) * kXStep; };
   constexpr unsigned kBlk = kGemmX16Block;  // one 16-row x 32-K block of x16, 1 KiB
+  const unsigned x_row_blk = unsigned(K / kChunk) * kBlk;  // x16 values per 16-row block
   const unsigned x_off =
-      (unsigned(col0 / 16 + xb) * unsigned(K / kChunk) + unsigned(ch0)) * kBlk + unsigned(xp) * 8u;
-  const auto stage_ptr = [&](int st) { return reinterpret_cast<T*>(smem + st * kGemmStageBytes); };
+      (unsigned(col0 / 16 + xb0) * unsigned(K / kChunk) + unsigned(ch0 + tc0)) * kBlk +
+      unsigned(xp) * 8u;
+  unsigned x_rows = 0;  // bit t: the 16-row block of piece t has rows below n
+#pragma unroll
+  for (int t = 0; t < kXPieces; t++) x_rows |= unsigned(col0 + (xb0 + xb_of(t)) * 16 < p.n) << t;
+  const auto stage_ptr = [&](int st) {
+    return reinterpret_cast<T*>(smem + st * Tile::kStageBytes);
+  };
   const auto copy = [&](int st, int stage, bool weights) {
     const int ch = ch0 + stage * kSub;  // the stage's first chunk
     if (weights) {
       const bool in_k = ch + pj < ch1;
       const unsigned koff = unsigned(stage) * (kSub * kChunk);
-      T* dst = stage_ptr(st) + (pj * kGemmRows + pr) * kChunk + 8 * pw;
+      T* dst = stage_ptr(st) + (pj * kRows + pr) * kChunk + 8 * pw;
 #pragma unroll
       for (int t = 0; t < kWPieces; t++) {
         const bool ok = in_k && (w_rows >> t & 1u);
         cp_async16(dst + t * kRowStep * kChunk, W + (ok ? w_off + t * rstride + koff : 0u), ok);
       }
     } else {
-      T* dst = stage_ptr(st) + kGemmW + xb * kBlk + xp * 8;
+      T* dst = stage_ptr(st) + Tile::kW + xr * kBlk + xp * 8;
 #pragma unroll
-      for (int t = 0; t < kSub; t++) {
-        const bool ok = x_in && ch + t < ch1;
-        cp_async16(dst + t * MB * kBlk, X + (ok ? x_off + unsigned(stage * kSub + t) * kBlk : 0u),
-                   ok);
+      for (int t = 0; t < kXPieces; t++) {
+        const bool ok = (x_rows >> t & 1u) && ch + tc0 + tc_of(t) < ch1;
+        const unsigned src = x_off + unsigned(stage * kSub + tc_of(t)) * kBlk +
+                             unsigned(xb_of(t)) * x_row_blk;
+        cp_async16(dst + t * kXStep * kBlk, X + (ok ? src : 0u), ok);
       }
     }
   };
@@ -464,8 +492,8 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
     copy(refill, i + kGemmStages - 1, false);
     cp_async_commit();
     if (i * kSub + j >= total) continue;  // warp-uniform: past the slice's last chunk
-    const T* ws = stage_ptr(st) + (j * kGemmRows + q * 32) * kChunk;
-    const T* xs = stage_ptr(st) + kGemmW + j * MB * kBlk;
+    const T* ws = stage_ptr(st) + (j * kRows + q * 32) * kChunk;
+    const T* xs = stage_ptr(st) + Tile::kW + j * MB * kBlk;
     // The weights are the mma's B operand: lane (g, c) reads K 8c .. 8c+7 of feature g of
     // each 8-feature tile, whose pairs 0, 1 are step 0's b0, b1 and pairs 2, 3 step 1's.
     uint4 b[NF];
@@ -491,9 +519,9 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
   // tile's sums in `out` (64 batch rows x kRows features). Each thread's values go to the same
   // slots in every residue, lane-minor: conflict-free.
   float* red = reinterpret_cast<float*>(smem);
-  float* out = red + kRedFloats;
+  float* out = red + Tile::kRedFloats;
   const auto slot = [&](int jj, int idx) {
-    return (((jj - 1) * (kGemmRows / 32) + q) * kAcc + idx) * 32 + lane;
+    return (((jj - 1) * Tile::kQG + q) * kAcc + idx) * 32 + lane;
   };
   if (j > 0) {
 #pragma unroll
@@ -528,10 +556,10 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
   __syncthreads();
 
   // Every thread stores the tile, consecutive threads consecutive features (coalesced).
-  constexpr int kOut = kGemmCols * kGemmRows;
+  constexpr int kOut = Tile::kCols * kRows;
   if (p.splits == 1) {
-    for (int o = tid; o < kOut; o += kGemmThreads) {
-      const int r = o % kGemmRows, b = o / kGemmRows;
+    for (int o = tid; o < kOut; o += kThreads) {
+      const int r = o % kRows, b = o / kRows;
       const int row = row0 + r, col = col0 + b;
       if (row < p.M && col < p.n)
         p.y[int64_t(col) * p.ldy + row] = out[b * kOutPitch + r] + (p.bias ? p.bias[row] : 0.0f);
@@ -539,13 +567,13 @@ __global__ void __launch_bounds__(kGemmThreads, 2) linear_decode_gemm_kernel(Mma
     return;
   }
   // Several K slices: as above, block `split` of the tile's cluster adds the slices' sums of
-  // every splits-th group of kGemmThreads outputs, in slice order.
+  // every splits-th group of kThreads outputs, in slice order.
   cluster_sync();
   const float* peer[kMaxSplits];
 #pragma unroll
   for (int s = 0; s < kMaxSplits; s++) peer[s] = cluster_peer(out, min(s, p.splits - 1));
-  for (int o = split * kGemmThreads + tid; o < kOut; o += p.splits * kGemmThreads) {
-    const int r = o % kGemmRows, b = o / kGemmRows;
+  for (int o = split * kThreads + tid; o < kOut; o += p.splits * kThreads) {
+    const int r = o % kRows, b = o / kRows;
     const int row = row0 + r, col = col0 + b;
     if (row < p.M && col < p.n)
       p.y[int64_t(col) * p.ldy + row] =
@@ -633,13 +661,13 @@ void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float
                      dim3(kWarps * 32), 0, stream, p);
 }
 
-template <typename T>
+template <typename T, typename Tile>
 void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                  int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
                  cudaStream_t stream, bool x_rounded) {
   static const bool smem_set = [] {  // more than the default 48 KiB of shared memory
-    CUDA_CHECK(cudaFuncSetAttribute(linear_decode_gemm_kernel<T>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, kGemmSmem));
+    CUDA_CHECK(cudaFuncSetAttribute(linear_decode_gemm_kernel<T, Tile>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmem));
     return true;
   }();
   (void)smem_set;
@@ -650,28 +678,30 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
                ldx, p.x_vec, n, W.cols, static_cast<T*>(ws.x16));
   // Batch tiles fastest, so the blocks that share a weight tile run together and read it from
   // HBM once.
-  const dim3 grid(unsigned(ceil_div(n, kGemmCols)), unsigned(ceil_div(W.rows, kGemmRows)),
+  const dim3 grid(unsigned(ceil_div(n, Tile::kCols)), unsigned(ceil_div(W.rows, Tile::kRows)),
                   unsigned(p.splits));
-  launch_pdl_cluster(linear_decode_gemm_kernel<T>, grid, dim3(1, 1, unsigned(p.splits)),
-                     dim3(kGemmThreads), kGemmSmem, stream, p);
+  launch_pdl_cluster(linear_decode_gemm_kernel<T, Tile>, grid, dim3(1, 1, unsigned(p.splits)),
+                     dim3(Tile::kThreads), Tile::kSmem, stream, p);
 }
 
 // The tile shape by batch size: one 8-row batch tile for a single sequence (the weight stream
 // dominates); above 8 rows the staged GEMM, when the shapes and alignment allow its 16-byte
-// copies, else more weight tiles per block as n grows so each block reuses its activations
-// (32 features per block beat 64 there: 4 tiles need 220 registers, so fewer blocks fit).
-enum class Path { kOneSeq, kGemm, kWide };
+// copies (with the small tile for small weights), else more weight tiles per block as n grows
+// so each block reuses its activations (32 features per block beat 64 there: 4 tiles need 220
+// registers, so fewer blocks fit).
+enum class Path { kOneSeq, kGemm, kGemmSmall, kWide };
 Path path_for(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
   const int64_t x16_elems = ceil_div(n, 16) * 16 * W.cols;
   const bool gemm_ok = W.cols % kChunk == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0 &&
                        ws.x16 && reinterpret_cast<uintptr_t>(ws.x16) % 16 == 0 &&
                        ws.x16_elems >= size_t(x16_elems) && x16_elems < (int64_t(1) << 31) &&
-                       ceil_div(W.rows, kGemmRows) <= 65535 &&
+                       ceil_div(W.rows, SmallTile::kRows) <= 65535 &&
                        W.rows * W.cols < (int64_t(1) << 31);
-  // Small weights (x_proj, dt_proj: a few MB, read from L2 after the first pass) run the one
-  // sequence kernel once per 8 rows: many small blocks beat a few large tiles there.
+  // Small weights (x_proj, dt_proj: a few MB, read from L2 after the first batch tile) take
+  // the small tile, or else the one-sequence kernel once per 8 rows.
   const bool small = W.rows * W.cols * 2 <= (int64_t(4) << 20);
-  if (n <= 8 || small) return Path::kOneSeq;
+  if (n <= 8) return Path::kOneSeq;
+  if (small) return gemm_ok ? Path::kGemmSmall : Path::kOneSeq;
   return gemm_ok ? Path::kGemm : Path::kWide;
 }
 
@@ -683,7 +713,9 @@ void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* 
   if (path == Path::kOneSeq)
     launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, stream);
   else if (path == Path::kGemm)
-    launch_gemm<T>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
+    launch_gemm<T, BigTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
+  else if (path == Path::kGemmSmall)
+    launch_gemm<T, SmallTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
   else if (n <= 16)
     launch_mma<T, 1, 2>(W, x, ldx, n, y, ldy, bias, ws, stream);
   else if (n <= 32)
@@ -702,8 +734,9 @@ LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n) {
 }
 
 bool linear_decode_reads_x16(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
-  return (W.dtype == gguf::DType::F16 || W.dtype == gguf::DType::BF16) && n > 0 &&
-         path_for(W, n, ws) == Path::kGemm;
+  if ((W.dtype != gguf::DType::F16 && W.dtype != gguf::DType::BF16) || n <= 0) return false;
+  const Path path = path_for(W, n, ws);
+  return path == Path::kGemm || path == Path::kGemmSmall;
 }
 
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,

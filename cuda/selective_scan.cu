@@ -1,5 +1,6 @@
 #include "selective_scan.cuh"
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -144,10 +145,13 @@ __global__ void __launch_bounds__(kThreads, V == 1 ? 5 : 1)
 // A group of L lanes per (row, channel): lane j owns the V consecutive state entries at V*j,
 // V*(j + L), ..., so a warp's state loads and stores are contiguous (the state is (d_inner,
 // d_state) row-major) and, with V = 4, 16 bytes wide; L is d_state / V rounded up to a power of
-// two, at most 32. The C-weighted sum runs over a lane's entries in order, then a fixed
-// butterfly over the group. Every row is computed alone, whatever else is in the batch.
-// (L = 1 << log2_L: the lane split is shifts and masks; a division by a run-time L cost more
-// issue slots than the whole update, which made the step issue-bound at 64 rows.)
+// two, at most 32, so a lane has at most two rounds of entries. The C-weighted sum runs over a
+// lane's entries in order, then a fixed butterfly over the group. Every row is computed alone,
+// whatever else is in the batch.
+// At 64 rows the step is bound by issuing instructions, not by its state bytes, so the lane
+// split is shifts and masks (L = 1 << log2_L), the rounds are a fixed pair instead of a loop
+// whose trip count needs a division, and offsets other than the state's are 32-bit (the host
+// checks they fit).
 template <int V>
 __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t* __restrict__ slots,
                                            int log2_L) {
@@ -160,15 +164,21 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
   const bool valid = g < p.d_inner;  // whole groups are valid or not; all lanes shuffle
   const int c = valid ? g : 0;
   const int N = p.d_state;
-  float* st = p.state.base + int64_t(slots[row]) * p.state.slot_stride + int64_t(c) * N;
-  const float* A = p.A + int64_t(c) * N;
-  const float* B = p.B + int64_t(row) * p.ldbc;
-  const float* C = p.C + int64_t(row) * p.ldbc;
-  const float x = p.x[int64_t(row) * p.d_inner + c];
-  const float dt = softplus(p.dt[int64_t(row) * p.d_inner + c] + p.dt_bias[c]);
+  float* st = p.state.base + int64_t(slots[row]) * p.state.slot_stride + c * N;
+  const float* A = p.A + c * N;
+  const float* B = p.B + row * int(p.ldbc);
+  const float* C = p.C + row * int(p.ldbc);
+  const int xi = row * p.d_inner + c;  // (row, c) of x, dt and y
+  const float x = p.x[xi];
+  // dt = softplus(dt + dt_bias)
+  const float dt = softplus(p.dt[xi] + p.dt_bias[c]);
   const float dtx = dt * x;
   float acc = 0.0f;
-  for (int n = V * j; n < N; n += V * L) {
+  static_assert(kMaxScanState <= 2 * 32, "two rounds of V * L >= 32 entries");
+#pragma unroll
+  for (int round = 0; round < 2; round++) {
+    const int n = V * (j + (round << log2_L));
+    if (n >= N) break;
     Vec s = *reinterpret_cast<const Vec*>(st + n);
     const Vec a = *reinterpret_cast<const Vec*>(A + n);
     const Vec b = *reinterpret_cast<const Vec*>(B + n);
@@ -187,8 +197,9 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
   }
   for (int o = L / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (valid && j == 0) {
-    const float yv = (acc + p.D[c] * x) * silu(p.z[int64_t(row) * p.ldz + c]);
-    p.y[int64_t(row) * p.d_inner + c] = yv;
+    // y = (h . C + D * x) * silu(z)
+    const float yv = (acc + p.D[c] * x) * silu(p.z[row * int(p.ldz) + c]);
+    p.y[xi] = yv;
     if (p.y16.data) store16(p.y16, row, c, p.d_inner, yv);
   }
 }
@@ -225,6 +236,9 @@ void selective_scan_step(const SelectiveScanParams& p, int n, const int32_t* slo
   check(p, "selective_scan_step");
   require(slots && n >= 0 && n <= 65535, "selective_scan_step", "bad slots or row count");
   if (n == 0) return;
+  require(int64_t(n) * std::max({p.ldbc, p.ldz, int64_t(p.d_inner)}) <= INT32_MAX &&
+              int64_t(p.d_inner) * p.d_state <= INT32_MAX,
+          "selective_scan_step", "rows or channels too many for 32-bit offsets");
   const int threads = 128;
   // 16-byte state, A, B and C accesses where every row and channel start is 16-byte aligned.
   const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };

@@ -618,6 +618,7 @@ TEST_CASE("linear_decode: accurate, and each row's result independent of the bat
       {1536, 48, "mamba-130m dt_proj"},     {768, 1536, "mamba-130m out_proj"},
       {3352, 768, "mamba2-130m in_proj"},   {77, 45, "odd shape"},
       {8192, 2048, "mamba-1.4b in_proj"},   {160, 4096, "mamba-1.4b x_proj"},
+      {4096, 128, "mamba-1.4b dt_proj"},
       {2048, 4096, "mamba-1.4b out_proj"}, {50280, 768, "mamba-130m LM head"},
       {768, 3072, "split-K GEMM"},
   };
