@@ -68,25 +68,39 @@ __global__ void conv1d_state_kernel(Conv1dParams p, SeqBatch batch) {
   }
 }
 
+// Thread (channel, row). Every load (the state's d_conv - 1 entries, the weights, the input)
+// is requested before any store: a loop that shifted the state entry by entry could not move
+// a load above the previous store to the same array, and waited for d_conv - 1 round trips.
+// Offsets other than the state slot's are 32-bit (the host checks they fit).
 __global__ void conv1d_step_kernel(Conv1dParams p, const int32_t* __restrict__ slots) {
   pdl_start();
   const int c = blockIdx.x * kThreads + threadIdx.x;
   const int row = blockIdx.y;
   if (c >= p.dim) return;
-  const int K = p.d_conv;
-  float* st = p.state.base + int64_t(slots[row]) * p.state.slot_stride;
-  const float xin = p.x[int64_t(row) * p.ldx + c];
+  const int K = p.d_conv, dim = p.dim;
+  float* st = p.state.base + int64_t(slots[row]) * p.state.slot_stride + c;  // column c
+  const float* w = p.w + c * K;
+  const float xin = p.x[row * int(p.ldx) + c];
+  float v[kMaxConvWidth], wk[kMaxConvWidth];
+#pragma unroll
+  for (int k = 0; k < kMaxConvWidth; k++) v[k] = k < K - 1 ? st[k * dim] : 0.0f;
+#pragma unroll
+  for (int k = 0; k < kMaxConvWidth; k++) wk[k] = k < K ? w[k] : 0.0f;
+  // out = silu(b + sum_k w[k] * in[k]), in = (state ++ x), in order of k
   float acc = p.b ? p.b[c] : 0.0f;
-  for (int k = 0; k < K - 1; k++) {
-    const float v = st[int64_t(k) * p.dim + c];
-    acc += p.w[int64_t(c) * K + k] * v;
-    if (k > 0) st[int64_t(k - 1) * p.dim + c] = v;  // shift left by one
+#pragma unroll
+  for (int k = 0; k < kMaxConvWidth; k++) {  // (fixed indices: the arrays stay in registers)
+    if (k < K - 1) acc += wk[k] * v[k];
+    if (k == K - 1) acc += wk[k] * xin;
   }
-  acc += p.w[int64_t(c) * K + K - 1] * xin;
-  if (K > 1) st[int64_t(K - 2) * p.dim + c] = xin;
-  const float v = silu(acc);
-  p.out[int64_t(row) * p.dim + c] = v;
-  if (p.out16.data) store16(p.out16, row, c, p.dim, v);
+  // state = (state ++ x)[1:]
+#pragma unroll
+  for (int k = 1; k < kMaxConvWidth - 1; k++)
+    if (k < K - 1) st[(k - 1) * dim] = v[k];
+  if (K > 1) st[(K - 2) * dim] = xin;
+  const float y = silu(acc);
+  p.out[row * dim + c] = y;
+  if (p.out16.data) store16(p.out16, row, c, dim, y);
 }
 
 void check(const Conv1dParams& p, const char* op) {
@@ -121,6 +135,8 @@ void conv1d_step(const Conv1dParams& p, int n, const int32_t* slots, cudaStream_
   check(p, "conv1d_step");
   require(slots && n >= 0 && n <= 65535, "conv1d_step", "bad slots or row count");
   if (n == 0) return;
+  require(int64_t(n) * p.ldx <= INT32_MAX && int64_t(p.dim) * p.d_conv <= INT32_MAX,
+          "conv1d_step", "rows or channels too many for 32-bit offsets");
   launch_pdl(conv1d_step_kernel, dim3(unsigned(ceil_div(p.dim, kThreads)), unsigned(n)),
              dim3(kThreads), 0, stream, p, slots);
   CUDA_CHECK(cudaGetLastError());

@@ -105,8 +105,11 @@ class CudaBackend final : public Backend {
   // row is computed the same way whatever the batch holds.
   // x_rounded: x is already in the 16-bit buffer the projection reads (an Out16 from
   // rounded_input(W, decode, n)).
+  // For a decode step, ws (default dec_ws_) is where a staged GEMM reads its 16-bit input,
+  // and y16 a 16-bit copy of y's first columns for the next projection (linear_decode).
   void proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-            const DeviceBuffer& b, bool decode, bool x_rounded = false);
+            const DeviceBuffer& b, bool decode, bool x_rounded = false,
+            const cuda::LinearDecodeWorkspace* ws = nullptr, cuda::Out16 y16 = {});
   // Where the producer of W's n-row input writes its 16-bit copy, so that the projection skips
   // its rounding pass: the cuBLAS scratch for a prefill, linear_decode's x16 for a decode step
   // that takes its staged GEMM (over 8 rows, large weights); none otherwise (f32 weights, or
@@ -161,9 +164,11 @@ class CudaBackend final : public Backend {
   // Page-locked host staging for decode: (kMaxDecodeBatch) token and slot ids, and
   // (logit_rows, n_vocab) logits, so the per-token copies run at full PCIe speed.
   cuda::HostBuffer host_ids_, host_logits_;
-  // The decode projections' 16-bit activations (batches of more than 8 rows).
+  // The decode projections' 16-bit activations (batches of more than 8 rows): dec_ws_ for
+  // every projection, and dec_dt_ws_ behind it for Mamba-1's dt_proj, whose input x_proj
+  // writes while it reads its own from dec_ws_.
   DeviceBuffer dec_x16_;
-  cuda::LinearDecodeWorkspace dec_ws_;
+  cuda::LinearDecodeWorkspace dec_ws_, dec_dt_ws_;
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode batch size -> replayable step
   std::map<int, int> plain_steps_;          // decode batch size -> steps run without a graph
@@ -277,8 +282,14 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
     grow(output_);
     for (const DeviceLayer& d : layers_)
       for (const DeviceMatrix* W : {&d.in_proj, &d.x_proj, &d.dt_proj, &d.out_proj}) grow(*W);
-    dec_x16_ = DeviceBuffer(need.x16_elems * 2, "decode activations in 16 bits");
+    size_t dt_elems = 0;  // (a multiple of 512 values: the second region stays 16-byte aligned)
+    for (const DeviceLayer& d : layers_)
+      if (d.dt_proj.data)
+        dt_elems = std::max(dt_elems, cuda::linear_decode_needs(d.dt_proj, max_batch).x16_elems);
+    dec_x16_ = DeviceBuffer((need.x16_elems + dt_elems) * 2, "decode activations in 16 bits");
     dec_ws_ = {dec_x16_.data(), need.x16_elems};
+    dec_dt_ws_ = {dt_elems ? static_cast<uint16_t*>(dec_x16_.data()) + need.x16_elems : nullptr,
+                  dt_elems};
   }
   host_ids_ = cuda::HostBuffer(2 * size_t(kMaxDecodeBatch) * sizeof(int32_t), "decode ids");
   host_logits_ = cuda::HostBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),
@@ -400,9 +411,17 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   // x_proj reads the conv output; the scan reads it in float32 too.
   const cuda::Out16 xc16 = rounded_input(w.x_proj, decode, n);
   in_proj_conv(il, n, decode, proj, ld_proj, proj, DI, xc, xc16);
-  this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode, xc16.data != nullptr);
+  // Where both run the staged GEMM, x_proj also writes dt_low rounded for dt_proj, which then
+  // needs no rounding pass (not for Falcon-Mamba, whose dt_low is normed in between).
+  const bool dt16 = decode && xc16.data && !c_.dt_b_c_rms && dec_dt_ws_.x16 &&
+                    cuda::linear_decode_reads_x16(w.dt_proj, n, dec_dt_ws_);
+  const cuda::Out16 dt_low16 =
+      dt16 ? cuda::Out16{dec_dt_ws_.x16, w.dt_proj.dtype == gguf::DType::BF16, R} : cuda::Out16{};
+  this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode, xc16.data != nullptr,
+             nullptr, dt_low16);
   if (c_.dt_b_c_rms) cuda::falcon_bcdt_rms(dbl, ld_dbl, n, R, N, c_.mixer_rms_eps, stream_);
-  this->proj(w.dt_proj, dbl, ld_dbl, n, dt, DI, DeviceBuffer(), decode);
+  this->proj(w.dt_proj, dbl, ld_dbl, n, dt, DI, DeviceBuffer(), decode, dt16,
+             dt16 ? &dec_dt_ws_ : nullptr);
   cuda::SelectiveScanParams sp;
   sp.x = xc;
   sp.dt = dt;
@@ -490,9 +509,11 @@ void CudaBackend::forward(int n, bool decode) {
 }
 
 void CudaBackend::proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
-                       int64_t ldy, const DeviceBuffer& b, bool decode, bool x_rounded) {
+                       int64_t ldy, const DeviceBuffer& b, bool decode, bool x_rounded,
+                       const cuda::LinearDecodeWorkspace* ws, cuda::Out16 y16) {
   if (decode)
-    cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), dec_ws_, stream_, x_rounded);
+    cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), ws ? *ws : dec_ws_, stream_,
+                        x_rounded, y16);
   else
     cuda::linear(cublas_, W, x, ldx, n, y, ldy, ptr_or_null(b), lin_scratch(), stream_,
                  x_rounded);

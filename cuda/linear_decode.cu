@@ -135,6 +135,7 @@ struct MmaArgs {
   int splits;             // K slices (at most kMaxSplits), one block each, one cluster a tile
   int64_t chunks_per_split;
   const void* x16;        // x rounded to T in gemm_x16_index order, for the staged GEMM
+  Out16 y16;              // the staged GEMM's 16-bit copy of y's first y16.gemm_k columns
 };
 
 // Block (row tile of MT*16 features, K slice, batch pass of NT*8 rows). kWarps warps split the
@@ -557,12 +558,16 @@ __global__ void __launch_bounds__(Tile::kThreads, 2) linear_decode_gemm_kernel(M
 
   // Every thread stores the tile, consecutive threads consecutive features (coalesced).
   constexpr int kOut = Tile::kCols * kRows;
+  const auto put = [&](int col, int row, float v) {
+    p.y[int64_t(col) * p.ldy + row] = v;
+    if (p.y16.data && row < p.y16.gemm_k) store16(p.y16, col, row, p.y16.gemm_k, v);
+  };
   if (p.splits == 1) {
     for (int o = tid; o < kOut; o += kThreads) {
       const int r = o % kRows, b = o / kRows;
       const int row = row0 + r, col = col0 + b;
       if (row < p.M && col < p.n)
-        p.y[int64_t(col) * p.ldy + row] = out[b * kOutPitch + r] + (p.bias ? p.bias[row] : 0.0f);
+        put(col, row, out[b * kOutPitch + r] + (p.bias ? p.bias[row] : 0.0f));
     }
     return;
   }
@@ -576,8 +581,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 2) linear_decode_gemm_kernel(M
     const int r = o % kRows, b = o / kRows;
     const int row = row0 + r, col = col0 + b;
     if (row < p.M && col < p.n)
-      p.y[int64_t(col) * p.ldy + row] =
-          sum_slices(peer, b * kOutPitch + r, p.splits) + (p.bias ? p.bias[row] : 0.0f);
+      put(col, row, sum_slices(peer, b * kOutPitch + r, p.splits) + (p.bias ? p.bias[row] : 0.0f));
   }
   cluster_sync();
 }
@@ -664,14 +668,15 @@ void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float
 template <typename T, typename Tile>
 void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                  int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
-                 cudaStream_t stream, bool x_rounded) {
+                 cudaStream_t stream, bool x_rounded, const Out16& y16) {
   static const bool smem_set = [] {  // more than the default 48 KiB of shared memory
     CUDA_CHECK(cudaFuncSetAttribute(linear_decode_gemm_kernel<T, Tile>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmem));
     return true;
   }();
   (void)smem_set;
-  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws);
+  MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws);
+  p.y16 = y16;
   const int64_t pieces = ceil_div(n, 16) * (W.cols / kChunk) * 64;
   if (!x_rounded)  // else the producer of x wrote x16 (the same rounding, element by element)
     launch_pdl(round_x_kernel<T>, dim3(unsigned(ceil_div(pieces, 256))), dim3(256), 0, stream, x,
@@ -708,14 +713,14 @@ Path path_for(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
 template <typename T>
 void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
               const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream,
-              bool x_rounded) {
+              bool x_rounded, const Out16& y16) {
   const Path path = path_for(W, n, ws);
   if (path == Path::kOneSeq)
     launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, stream);
   else if (path == Path::kGemm)
-    launch_gemm<T, BigTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
+    launch_gemm<T, BigTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16);
   else if (path == Path::kGemmSmall)
-    launch_gemm<T, SmallTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
+    launch_gemm<T, SmallTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16);
   else if (n <= 16)
     launch_mma<T, 1, 2>(W, x, ldx, n, y, ldy, bias, ws, stream);
   else if (n <= 32)
@@ -741,7 +746,7 @@ bool linear_decode_reads_x16(const DeviceMatrix& W, int n, const LinearDecodeWor
 
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                    int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
-                   cudaStream_t stream, bool x_rounded) {
+                   cudaStream_t stream, bool x_rounded, const Out16& y16) {
   require(W.data && x && y, "linear_decode", "null pointer");
   require(W.rows > 0 && W.cols > 0 && n >= 0 && n <= 65535, "linear_decode", "bad shape");
   require(ldx >= W.cols && ldy >= W.rows, "linear_decode", "bad leading dimension");
@@ -749,12 +754,16 @@ void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, fl
   if (n == 0) return;
   require(!x_rounded || linear_decode_reads_x16(W, n, ws), "linear_decode",
           "x_rounded where this weight and batch size do not read x16");
+  require(!y16.data || (linear_decode_reads_x16(W, n, ws) && y16.gemm_k > 0 &&
+                        y16.gemm_k % kChunk == 0 && y16.gemm_k <= W.rows && y16.data != ws.x16),
+          "linear_decode",
+          "y16 where this weight and batch size do not run the staged GEMM, or a bad y16");
   switch (W.dtype) {
     case gguf::DType::F16:
-      dispatch<__half>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
+      dispatch<__half>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16);
       break;
     case gguf::DType::BF16:
-      dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded);
+      dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16);
       break;
     case gguf::DType::F32:
       launch_pdl(linear_decode_f32_kernel, dim3(unsigned(ceil_div(W.rows, kWarps))),

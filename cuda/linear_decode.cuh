@@ -41,9 +41,13 @@ LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n);
 // x_rounded: the producer of x has already written it rounded into ws.x16, element (r, k) of
 // the (n, W.cols) input at gemm_x16_index(r, k, W.cols) (an Out16 with gemm_k = W.cols; allowed
 // only where linear_decode_reads_x16 says so); the rounding pass is skipped.
+// y16 (optional, allowed only where linear_decode_reads_x16 says so): a 16-bit copy of y's
+// first y16.gemm_k columns (a multiple of 32, at most W.rows), in gemm_x16_index order with
+// K = y16.gemm_k, for a next projection that reads them as its x16 (x_rounded); it must not
+// overlap ws.x16.
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                    int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
-                   cudaStream_t stream, bool x_rounded = false);
+                   cudaStream_t stream, bool x_rounded = false, const Out16& y16 = {});
 
 // Whether linear_decode(W, ..., n, ..., ws) takes its input from ws.x16 (the staged GEMM for
 // more than 8 rows of a large 16-bit weight), so that a producer may write x there directly.

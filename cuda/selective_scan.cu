@@ -170,6 +170,7 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
   const float* C = p.C + row * int(p.ldbc);
   const int xi = row * p.d_inner + c;  // (row, c) of x, dt and y
   const float x = p.x[xi];
+  const float z = p.z[row * int(p.ldz) + c], Dc = p.D[c];  // for the gate, requested early
   // dt = softplus(dt + dt_bias)
   const float dt = softplus(p.dt[xi] + p.dt_bias[c]);
   const float dtx = dt * x;
@@ -198,7 +199,7 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
   for (int o = L / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (valid && j == 0) {
     // y = (h . C + D * x) * silu(z)
-    const float yv = (acc + p.D[c] * x) * silu(p.z[row * int(p.ldz) + c]);
+    const float yv = (acc + Dc * x) * silu(z);
     p.y[xi] = yv;
     if (p.y16.data) store16(p.y16, row, c, p.d_inner, yv);
   }

@@ -697,6 +697,32 @@ TEST_CASE("linear_decode: accurate, and each row's result independent of the bat
               for (int i = 0; i < c.rows; i++)
                 differ2 += std::memcmp(&all2[size_t(r) * ldy + i], &all[size_t(r) * ldy + i], 4) != 0;
             CHECK(differ2 == 0);
+            // y16: the staged GEMM's 16-bit copy of y's first columns (for the next
+            // projection) is y rounded, bit for bit, and y itself does not change.
+            const int64_t gk = c.rows / 32 * 32;
+            if (gk > 0) {
+              DeviceBuffer y16(size_t((n + 15) / 16 * 16 * gk) * 2, "y16");
+              DeviceBuffer y3(size_t(n) * ldy * 4, "y3");
+              mamba::cuda::linear_decode(dm, dx.as<float>(), ldx, n, y3.as<float>(), ldy,
+                                         db.as<float>(), ws, nullptr, false,
+                                         {y16.data(), t == DType::BF16, gk});
+              const auto all3 = to_host<float>(y3, size_t(n) * ldy);
+              const auto got16 = to_host<uint16_t>(y16, size_t((n + 15) / 16 * 16 * gk));
+              std::vector<float> first;
+              for (int r = 0; r < n; r++)
+                first.insert(first.end(), all.begin() + size_t(r) * ldy,
+                             all.begin() + size_t(r) * ldy + gk);
+              const auto want16 = to_16(first, t);
+              int64_t differ3 = 0;
+              for (int r = 0; r < n; r++) {
+                for (int i = 0; i < c.rows; i++)
+                  differ3 += std::memcmp(&all3[size_t(r) * ldy + i], &all[size_t(r) * ldy + i], 4) != 0;
+                for (int64_t k = 0; k < gk; k++)
+                  differ3 += got16[size_t(mamba::cuda::gemm_x16_index(r, k, gk))] !=
+                             want16[size_t(r * gk + k)];
+              }
+              CHECK(differ3 == 0);
+            }
           } else {
             // x_rounded is refused where x16 is not read.
             DeviceBuffer y2(size_t(n) * ldy * 4, "y2");
