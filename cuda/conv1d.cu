@@ -68,39 +68,13 @@ __global__ void conv1d_state_kernel(Conv1dParams p, SeqBatch batch) {
   }
 }
 
-// Thread (channel, row). Every load (the state's d_conv - 1 entries, the weights, the input)
-// is requested before any store: a loop that shifted the state entry by entry could not move
-// a load above the previous store to the same array, and waited for d_conv - 1 round trips.
-// Offsets other than the state slot's are 32-bit (the host checks they fit).
+// Thread (channel, row).
 __global__ void conv1d_step_kernel(Conv1dParams p, const int32_t* __restrict__ slots) {
   pdl_start();
   const int c = blockIdx.x * kThreads + threadIdx.x;
   const int row = blockIdx.y;
   if (c >= p.dim) return;
-  const int K = p.d_conv, dim = p.dim;
-  float* st = p.state.base + int64_t(slots[row]) * p.state.slot_stride + c;  // column c
-  const float* w = p.w + c * K;
-  const float xin = p.x[row * int(p.ldx) + c];
-  float v[kMaxConvWidth], wk[kMaxConvWidth];
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth; k++) v[k] = k < K - 1 ? st[k * dim] : 0.0f;
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth; k++) wk[k] = k < K ? w[k] : 0.0f;
-  // out = silu(b + sum_k w[k] * in[k]), in = (state ++ x), in order of k
-  float acc = p.b ? p.b[c] : 0.0f;
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth; k++) {  // (fixed indices: the arrays stay in registers)
-    if (k < K - 1) acc += wk[k] * v[k];
-    if (k == K - 1) acc += wk[k] * xin;
-  }
-  // state = (state ++ x)[1:]
-#pragma unroll
-  for (int k = 1; k < kMaxConvWidth - 1; k++)
-    if (k < K - 1) st[(k - 1) * dim] = v[k];
-  if (K > 1) st[(K - 2) * dim] = xin;
-  const float y = silu(acc);
-  p.out[row * dim + c] = y;
-  if (p.out16.data) store16(p.out16, row, c, dim, y);
+  conv1d_step_one(p, slots[row], row, c, p.x[row * int(p.ldx) + c]);
 }
 
 void check(const Conv1dParams& p, const char* op) {
@@ -131,12 +105,22 @@ void conv1d_prefill(const Conv1dParams& p, const SeqBatch& batch, cudaStream_t s
   }
 }
 
+void conv1d_step_check(const Conv1dParams& p, int n, const int32_t* slots, const char* op) {
+  require(p.w && p.out, op, "null pointer");
+  require(p.dim > 0, op, "bad dim");
+  require(p.d_conv >= 1 && p.d_conv <= kMaxConvWidth, op, "d_conv out of range 1..8");
+  require(p.d_conv == 1 || (p.state.base && p.state.slot_stride >= int64_t(p.d_conv - 1) * p.dim),
+          op, "bad state");
+  require(slots && n >= 0 && n <= 65535, op, "bad slots or row count");
+  require(int64_t(n) * p.dim <= INT32_MAX && int64_t(p.dim) * p.d_conv <= INT32_MAX, op,
+          "rows or channels too many for 32-bit offsets");
+}
+
 void conv1d_step(const Conv1dParams& p, int n, const int32_t* slots, cudaStream_t stream) {
   check(p, "conv1d_step");
-  require(slots && n >= 0 && n <= 65535, "conv1d_step", "bad slots or row count");
+  conv1d_step_check(p, n, slots, "conv1d_step");
   if (n == 0) return;
-  require(int64_t(n) * p.ldx <= INT32_MAX && int64_t(p.dim) * p.d_conv <= INT32_MAX,
-          "conv1d_step", "rows or channels too many for 32-bit offsets");
+  require(int64_t(n) * p.ldx <= INT32_MAX, "conv1d_step", "rows too many for 32-bit offsets");
   launch_pdl(conv1d_step_kernel, dim3(unsigned(ceil_div(p.dim, kThreads)), unsigned(n)),
              dim3(kThreads), 0, stream, p, slots);
   CUDA_CHECK(cudaGetLastError());

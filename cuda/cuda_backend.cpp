@@ -109,12 +109,18 @@ class CudaBackend final : public Backend {
   // and y16 a 16-bit copy of y's first columns for the next projection (linear_decode).
   void proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
             const DeviceBuffer& b, bool decode, bool x_rounded = false,
-            const cuda::LinearDecodeWorkspace* ws = nullptr, cuda::Out16 y16 = {});
+            const cuda::LinearDecodeWorkspace* ws = nullptr, cuda::Out16 y16 = {},
+            const cuda::FusedConv& conv = {});
   // Where the producer of W's n-row input writes its 16-bit copy, so that the projection skips
   // its rounding pass: the cuBLAS scratch for a prefill, linear_decode's x16 for a decode step
   // that takes its staged GEMM (over 8 rows, large weights); none otherwise (f32 weights, or
   // decode kernels that round as they load).
-  cuda::Out16 rounded_input(const DeviceMatrix& W, bool decode, int n) const;
+  cuda::Out16 rounded_input(const DeviceMatrix& W, bool decode, int n) const {
+    return rounded_input(W, decode, n, dec_ws_);
+  }
+  // The same for a decode projection that reads its x16 from ws.
+  cuda::Out16 rounded_input(const DeviceMatrix& W, bool decode, int n,
+                            const cuda::LinearDecodeWorkspace& ws) const;
   // logits_ (count, n_vocab) = output(xn_ rows [row0, row0 + count)); x_rounded as for proj.
   void lm_head(int row0, int count, bool decode, bool x_rounded = false);
   void decode_batch(int n);  // graph replay or plain launches
@@ -164,11 +170,13 @@ class CudaBackend final : public Backend {
   // Page-locked host staging for decode: (kMaxDecodeBatch) token and slot ids, and
   // (logit_rows, n_vocab) logits, so the per-token copies run at full PCIe speed.
   cuda::HostBuffer host_ids_, host_logits_;
-  // The decode projections' 16-bit activations (batches of more than 8 rows): dec_ws_ for
-  // every projection, and dec_dt_ws_ behind it for Mamba-1's dt_proj, whose input x_proj
-  // writes while it reads its own from dec_ws_.
+  // The decode projections' 16-bit activations (batches of more than 8 rows), in three
+  // regions of one buffer, as a producer may write the next projection's input while its own
+  // is still being read: dec_ws_ for in_proj, out_proj and the LM head; dec_xp_ws_ for
+  // Mamba-1's x_proj (written by the conv step, which may run in in_proj's epilogue);
+  // dec_dt_ws_ for its dt_proj (written by x_proj).
   DeviceBuffer dec_x16_;
-  cuda::LinearDecodeWorkspace dec_ws_, dec_dt_ws_;
+  cuda::LinearDecodeWorkspace dec_ws_, dec_xp_ws_, dec_dt_ws_;
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode batch size -> replayable step
   std::map<int, int> plain_steps_;          // decode batch size -> steps run without a graph
@@ -273,23 +281,26 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
   logits_ = DeviceBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),
                          "logits for " + std::to_string(logit_rows_) + " rows");
   {
-    cuda::LinearDecodeNeeds need;
-    const auto grow = [&](const DeviceMatrix& W) {
-      if (!W.data) return;
-      const cuda::LinearDecodeNeeds n = cuda::linear_decode_needs(W, max_batch);
-      need.x16_elems = std::max(need.x16_elems, n.x16_elems);
+    // Region sizes are multiples of 512 values, so every region stays 16-byte aligned.
+    size_t elems[3] = {};  // dec_ws_, dec_xp_ws_, dec_dt_ws_
+    const auto grow = [&](size_t& e, const DeviceMatrix& W) {
+      if (W.data) e = std::max(e, cuda::linear_decode_needs(W, max_batch).x16_elems);
     };
-    grow(output_);
-    for (const DeviceLayer& d : layers_)
-      for (const DeviceMatrix* W : {&d.in_proj, &d.x_proj, &d.dt_proj, &d.out_proj}) grow(*W);
-    size_t dt_elems = 0;  // (a multiple of 512 values: the second region stays 16-byte aligned)
-    for (const DeviceLayer& d : layers_)
-      if (d.dt_proj.data)
-        dt_elems = std::max(dt_elems, cuda::linear_decode_needs(d.dt_proj, max_batch).x16_elems);
-    dec_x16_ = DeviceBuffer((need.x16_elems + dt_elems) * 2, "decode activations in 16 bits");
-    dec_ws_ = {dec_x16_.data(), need.x16_elems};
-    dec_dt_ws_ = {dt_elems ? static_cast<uint16_t*>(dec_x16_.data()) + need.x16_elems : nullptr,
-                  dt_elems};
+    grow(elems[0], output_);
+    for (const DeviceLayer& d : layers_) {
+      grow(elems[0], d.in_proj);
+      grow(elems[0], d.out_proj);
+      grow(elems[1], d.x_proj);
+      grow(elems[2], d.dt_proj);
+    }
+    dec_x16_ = DeviceBuffer((elems[0] + elems[1] + elems[2]) * 2, "decode activations in 16 bits");
+    uint16_t* base = static_cast<uint16_t*>(dec_x16_.data());
+    const auto region = [&](size_t offset, size_t e) {
+      return cuda::LinearDecodeWorkspace{e ? base + offset : nullptr, e};
+    };
+    dec_ws_ = region(0, elems[0]);
+    dec_xp_ws_ = region(elems[0], elems[1]);
+    dec_dt_ws_ = region(elems[0] + elems[1], elems[2]);
   }
   host_ids_ = cuda::HostBuffer(2 * size_t(kMaxDecodeBatch) * sizeof(int32_t), "decode ids");
   host_logits_ = cuda::HostBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),
@@ -378,9 +389,6 @@ void CudaBackend::in_proj_conv(int il, int n, bool decode, float* proj, int64_t 
                                const float* conv_in, int conv_dim, float* conv_out,
                                cuda::Out16 conv_out16) {
   const DeviceLayer& w = layers_[size_t(il)];
-  // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm.
-  this->proj(w.in_proj, xn_.as<float>(), int(c_.d_model), n, proj, ld_proj, w.in_proj_b, decode,
-             rounded_input(w.in_proj, decode, n).data != nullptr);
   cuda::Conv1dParams cp;
   cp.x = conv_in;
   cp.ldx = ld_proj;
@@ -391,6 +399,18 @@ void CudaBackend::in_proj_conv(int il, int n, bool decode, float* proj, int64_t 
   cp.d_conv = int(c_.d_conv);
   cp.out = conv_out;
   cp.out16 = conv_out16;
+  // xn_ (and its 16-bit copy for a prefill) were written by forward()'s norm. A Mamba-1
+  // decode step of up to 8 rows with 16-bit weights runs the conv step in in_proj's epilogue:
+  // one kernel fewer a layer. Measured on the H200 (docs/benchmarks.md): mamba-1.4b at one row
+  // +4%; at 64 rows the staged GEMM's epilogue, one conv step after another per thread, made
+  // the step 11% slower, and Mamba-2 (its conv on xBC) was 0.7% slower fused at one row.
+  const bool fuse =
+      decode && n <= 8 && c_.arch == Arch::Mamba1 && w.in_proj.dtype != gguf::DType::F32;
+  cuda::FusedConv fc;
+  if (fuse) fc = {cp, slots_.as<int32_t>(), conv_in - proj};
+  this->proj(w.in_proj, xn_.as<float>(), int(c_.d_model), n, proj, ld_proj, w.in_proj_b, decode,
+             rounded_input(w.in_proj, decode, n).data != nullptr, nullptr, {}, fc);
+  if (fuse) return;
   if (decode)
     cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
   else
@@ -409,7 +429,7 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   float* y = y_.as<float>();        // (n, DI)
 
   // x_proj reads the conv output; the scan reads it in float32 too.
-  const cuda::Out16 xc16 = rounded_input(w.x_proj, decode, n);
+  const cuda::Out16 xc16 = rounded_input(w.x_proj, decode, n, dec_xp_ws_);
   in_proj_conv(il, n, decode, proj, ld_proj, proj, DI, xc, xc16);
   // Where both run the staged GEMM, x_proj also writes dt_low rounded for dt_proj, which then
   // needs no rounding pass (not for Falcon-Mamba, whose dt_low is normed in between).
@@ -418,7 +438,7 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   const cuda::Out16 dt_low16 =
       dt16 ? cuda::Out16{dec_dt_ws_.x16, w.dt_proj.dtype == gguf::DType::BF16, R} : cuda::Out16{};
   this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode, xc16.data != nullptr,
-             nullptr, dt_low16);
+             &dec_xp_ws_, dt_low16);
   if (c_.dt_b_c_rms) cuda::falcon_bcdt_rms(dbl, ld_dbl, n, R, N, c_.mixer_rms_eps, stream_);
   this->proj(w.dt_proj, dbl, ld_dbl, n, dt, DI, DeviceBuffer(), decode, dt16,
              dt16 ? &dec_dt_ws_ : nullptr);
@@ -510,20 +530,22 @@ void CudaBackend::forward(int n, bool decode) {
 
 void CudaBackend::proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                        int64_t ldy, const DeviceBuffer& b, bool decode, bool x_rounded,
-                       const cuda::LinearDecodeWorkspace* ws, cuda::Out16 y16) {
+                       const cuda::LinearDecodeWorkspace* ws, cuda::Out16 y16,
+                       const cuda::FusedConv& conv) {
   if (decode)
     cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), ws ? *ws : dec_ws_, stream_,
-                        x_rounded, y16);
+                        x_rounded, y16, conv);
   else
     cuda::linear(cublas_, W, x, ldx, n, y, ldy, ptr_or_null(b), lin_scratch(), stream_,
                  x_rounded);
 }
 
-cuda::Out16 CudaBackend::rounded_input(const DeviceMatrix& W, bool decode, int n) const {
+cuda::Out16 CudaBackend::rounded_input(const DeviceMatrix& W, bool decode, int n,
+                                       const cuda::LinearDecodeWorkspace& ws) const {
   if (W.dtype == gguf::DType::F32) return {};
   const bool bf16 = W.dtype == gguf::DType::BF16;
   if (!decode) return {lin16_.data(), bf16};
-  if (cuda::linear_decode_reads_x16(W, n, dec_ws_)) return {dec_ws_.x16, bf16, W.cols};
+  if (cuda::linear_decode_reads_x16(W, n, ws)) return {ws.x16, bf16, W.cols};
   return {};
 }
 

@@ -136,7 +136,16 @@ struct MmaArgs {
   int64_t chunks_per_split;
   const void* x16;        // x rounded to T in gemm_x16_index order, for the staged GEMM
   Out16 y16;              // the staged GEMM's 16-bit copy of y's first y16.gemm_k columns
+  FusedConv conv;         // a conv step on some of y's columns, when conv.slots is set
 };
+
+// Output (batch row col, feature row) = v: y, its 16-bit copy, and the fused conv step.
+__device__ __forceinline__ void store_out(const MmaArgs& p, int col, int64_t row, float v) {
+  p.y[int64_t(col) * p.ldy + row] = v;
+  if (p.y16.data && row < p.y16.gemm_k) store16(p.y16, col, row, p.y16.gemm_k, v);
+  if (p.conv.slots && row >= p.conv.first && row < p.conv.first + p.conv.conv.dim)
+    conv1d_step_one(p.conv.conv, p.conv.slots[col], col, int(row - p.conv.first), v);
+}
 
 // Block (row tile of MT*16 features, K slice, batch pass of NT*8 rows). kWarps warps split the
 // slice's 32-wide chunks, each warp walking its chunks in order.
@@ -265,7 +274,7 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
       const int64_t row = row0 + r;
       const int col = col0 + q;
       if (row < p.M && col < p.n)
-        p.y[int64_t(col) * p.ldy + row] = sum[q][r] + (p.bias ? p.bias[row] : 0.0f);
+        store_out(p, col, row, sum[q][r] + (p.bias ? p.bias[row] : 0.0f));
     }
     return;
   }
@@ -280,8 +289,8 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
     const int64_t row = row0 + r;
     const int col = col0 + q;
     if (row < p.M && col < p.n)
-      p.y[int64_t(col) * p.ldy + row] =
-          sum_slices(peer, q * (RT + 1) + r, p.splits) + (p.bias ? p.bias[row] : 0.0f);
+      store_out(p, col, row,
+                sum_slices(peer, q * (RT + 1) + r, p.splits) + (p.bias ? p.bias[row] : 0.0f));
   }
   cluster_sync();  // no block leaves while another reads its shared memory
 }
@@ -558,10 +567,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 2) linear_decode_gemm_kernel(M
 
   // Every thread stores the tile, consecutive threads consecutive features (coalesced).
   constexpr int kOut = Tile::kCols * kRows;
-  const auto put = [&](int col, int row, float v) {
-    p.y[int64_t(col) * p.ldy + row] = v;
-    if (p.y16.data && row < p.y16.gemm_k) store16(p.y16, col, row, p.y16.gemm_k, v);
-  };
+  const auto put = [&](int col, int row, float v) { store_out(p, col, row, v); };
   if (p.splits == 1) {
     for (int o = tid; o < kOut; o += kThreads) {
       const int r = o % kRows, b = o / kRows;
@@ -635,7 +641,8 @@ int64_t row_tiles(const DeviceMatrix& W) {
 
 // The kernel arguments; the K split depends on W alone.
 MmaArgs mma_args(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-                 const float* bias, const LinearDecodeWorkspace& ws) {
+                 const float* bias, const LinearDecodeWorkspace& ws, const Out16& y16,
+                 const FusedConv& conv) {
   MmaArgs p;
   p.W = W.data;
   p.M = W.rows;
@@ -653,13 +660,16 @@ MmaArgs mma_args(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
   p.chunks_per_split = ceil_div(chunks, p.splits);
   p.splits = int(ceil_div(chunks, p.chunks_per_split));  // no empty slice
   p.x16 = ws.x16;
+  p.y16 = y16;
+  p.conv = conv;
   return p;
 }
 
 template <typename T, int MT, int NT>
 void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
-                const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream) {
-  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws);
+                const float* bias, const LinearDecodeWorkspace& ws, const FusedConv& conv,
+                cudaStream_t stream) {
+  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, {}, conv);
   const dim3 grid(unsigned(row_tiles<MT>(W)), unsigned(p.splits), unsigned(ceil_div(n, NT * 8)));
   launch_pdl_cluster(linear_decode_mma_kernel<T, MT, NT>, grid, dim3(1, unsigned(p.splits), 1),
                      dim3(kWarps * 32), 0, stream, p);
@@ -668,15 +678,15 @@ void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float
 template <typename T, typename Tile>
 void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                  int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
-                 cudaStream_t stream, bool x_rounded, const Out16& y16) {
+                 cudaStream_t stream, bool x_rounded, const Out16& y16,
+                 const FusedConv& conv) {
   static const bool smem_set = [] {  // more than the default 48 KiB of shared memory
     CUDA_CHECK(cudaFuncSetAttribute(linear_decode_gemm_kernel<T, Tile>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmem));
     return true;
   }();
   (void)smem_set;
-  MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws);
-  p.y16 = y16;
+  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, y16, conv);
   const int64_t pieces = ceil_div(n, 16) * (W.cols / kChunk) * 64;
   if (!x_rounded)  // else the producer of x wrote x16 (the same rounding, element by element)
     launch_pdl(round_x_kernel<T>, dim3(unsigned(ceil_div(pieces, 256))), dim3(256), 0, stream, x,
@@ -713,20 +723,20 @@ Path path_for(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
 template <typename T>
 void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
               const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream,
-              bool x_rounded, const Out16& y16) {
+              bool x_rounded, const Out16& y16, const FusedConv& conv) {
   const Path path = path_for(W, n, ws);
   if (path == Path::kOneSeq)
-    launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, stream);
+    launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, conv, stream);
   else if (path == Path::kGemm)
-    launch_gemm<T, BigTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16);
+    launch_gemm<T, BigTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
   else if (path == Path::kGemmSmall)
-    launch_gemm<T, SmallTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16);
+    launch_gemm<T, SmallTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
   else if (n <= 16)
-    launch_mma<T, 1, 2>(W, x, ldx, n, y, ldy, bias, ws, stream);
+    launch_mma<T, 1, 2>(W, x, ldx, n, y, ldy, bias, ws, conv, stream);
   else if (n <= 32)
-    launch_mma<T, 2, 4>(W, x, ldx, n, y, ldy, bias, ws, stream);
+    launch_mma<T, 2, 4>(W, x, ldx, n, y, ldy, bias, ws, conv, stream);
   else
-    launch_mma<T, 2, 8>(W, x, ldx, n, y, ldy, bias, ws, stream);
+    launch_mma<T, 2, 8>(W, x, ldx, n, y, ldy, bias, ws, conv, stream);
 }
 
 }  // namespace
@@ -746,7 +756,8 @@ bool linear_decode_reads_x16(const DeviceMatrix& W, int n, const LinearDecodeWor
 
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                    int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
-                   cudaStream_t stream, bool x_rounded, const Out16& y16) {
+                   cudaStream_t stream, bool x_rounded, const Out16& y16,
+                   const FusedConv& conv) {
   require(W.data && x && y, "linear_decode", "null pointer");
   require(W.rows > 0 && W.cols > 0 && n >= 0 && n <= 65535, "linear_decode", "bad shape");
   require(ldx >= W.cols && ldy >= W.rows, "linear_decode", "bad leading dimension");
@@ -758,12 +769,19 @@ void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, fl
                         y16.gemm_k % kChunk == 0 && y16.gemm_k <= W.rows && y16.data != ws.x16),
           "linear_decode",
           "y16 where this weight and batch size do not run the staged GEMM, or a bad y16");
+  if (conv.slots) {
+    require(W.dtype == gguf::DType::F16 || W.dtype == gguf::DType::BF16, "linear_decode",
+            "a fused conv needs f16 or bf16 weights");
+    require(conv.first >= 0 && conv.first + conv.conv.dim <= W.rows, "linear_decode",
+            "fused conv columns outside the output");
+    conv1d_step_check(conv.conv, n, conv.slots, "linear_decode (fused conv)");
+  }
   switch (W.dtype) {
     case gguf::DType::F16:
-      dispatch<__half>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16);
+      dispatch<__half>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
       break;
     case gguf::DType::BF16:
-      dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16);
+      dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
       break;
     case gguf::DType::F32:
       launch_pdl(linear_decode_f32_kernel, dim3(unsigned(ceil_div(W.rows, kWarps))),

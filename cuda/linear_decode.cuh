@@ -16,6 +16,7 @@
 //   f32 weights: float32 FMAs, one warp per output feature (exact, slower; for reference runs).
 #pragma once
 
+#include "conv1d.cuh"
 #include "linear.cuh"
 
 namespace mamba::cuda {
@@ -41,13 +42,23 @@ LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n);
 // x_rounded: the producer of x has already written it rounded into ws.x16, element (r, k) of
 // the (n, W.cols) input at gemm_x16_index(r, k, W.cols) (an Out16 with gemm_k = W.cols; allowed
 // only where linear_decode_reads_x16 says so); the rounding pass is skipped.
+// A decode conv step fused into the projection's epilogue: output features [first, first +
+// conv.dim) of row r are also the conv's input for slot slots[r] (conv.x is unused), so the
+// separate conv1d_step kernel is not needed. f16 / bf16 weights only.
+struct FusedConv {
+  Conv1dParams conv;
+  const int32_t* slots = nullptr;  // device, n entries, all distinct; null: no conv
+  int64_t first = 0;
+};
+
 // y16 (optional, allowed only where linear_decode_reads_x16 says so): a 16-bit copy of y's
 // first y16.gemm_k columns (a multiple of 32, at most W.rows), in gemm_x16_index order with
 // K = y16.gemm_k, for a next projection that reads them as its x16 (x_rounded); it must not
 // overlap ws.x16.
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                    int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
-                   cudaStream_t stream, bool x_rounded = false, const Out16& y16 = {});
+                   cudaStream_t stream, bool x_rounded = false, const Out16& y16 = {},
+                   const FusedConv& conv = {});
 
 // Whether linear_decode(W, ..., n, ..., ws) takes its input from ws.x16 (the staged GEMM for
 // more than 8 rows of a large 16-bit weight), so that a producer may write x there directly.

@@ -736,6 +736,87 @@ TEST_CASE("linear_decode: accurate, and each row's result independent of the bat
   }
 }
 
+// The conv step fused into a decode projection's epilogue (what the backend runs for in_proj):
+// bit for bit what the projection followed by the conv kernel gives, for the outputs, the
+// 16-bit copy (in the next GEMM's order above 8 rows) and the state, at one row, one pass of
+// the staged GEMM and several.
+TEST_CASE("linear_decode: the fused conv step equals the conv kernel after the projection") {
+  if (no_device()) return;
+  struct Case {
+    int rows, cols, first, dim;
+    const char* what;
+  };
+  const std::vector<Case> cases = {{8192, 2048, 0, 4096, "mamba-1.4b in_proj, x"},
+                                   {3352, 768, 1536, 1792, "mamba2-130m in_proj, xBC"}};
+  const int K = 4, n_slots = 80;
+  for (const auto& c : cases) {
+    for (DType t : {DType::F16, DType::BF16}) {
+      Weight W(randn(size_t(c.rows) * c.cols, 1.0f / std::sqrt(float(c.cols))), t);
+      const mamba::cuda::DeviceMatrix dm{W.dev.data(), t, c.rows, c.cols};
+      const auto need = mamba::cuda::linear_decode_needs(dm, 64);
+      DeviceBuffer x16(std::max<size_t>(need.x16_elems, 1) * 2, "x16");
+      const mamba::cuda::LinearDecodeWorkspace ws{x16.data(), need.x16_elems};
+      DeviceBuffer dcw = to_device(randn(size_t(c.dim) * K, 0.5f));
+      DeviceBuffer dcb = to_device(randn(c.dim, 0.5f));
+      const int64_t stride = int64_t(K - 1) * c.dim + 3;
+      const auto st0 = randn(size_t(n_slots * stride), 0.5f);
+      for (int n : {1, 9, 64}) {
+        const auto x = randn(size_t(n) * c.cols);
+        DeviceBuffer dx = to_device(x);
+        std::vector<int32_t> slots;
+        for (int r = 0; r < n; r++) slots.push_back((r * 37 + 11) % n_slots);  // distinct
+        DeviceBuffer dslots = to_device(slots);
+        const int64_t rows16 = (n + 15) / 16 * 16;
+        std::vector<float> y[2], out[2], st[2];
+        std::vector<uint16_t> out16[2];
+        for (int fused = 0; fused < 2; fused++) {
+          DeviceBuffer dy(size_t(n) * c.rows * 4, "y"), dout(size_t(n) * c.dim * 4, "out");
+          DeviceBuffer dout16(size_t(rows16) * c.dim * 2, "out16");
+          DeviceBuffer dst = to_device(st0);
+          mamba::cuda::Conv1dParams cp;
+          cp.w = dcw.as<float>();
+          cp.b = dcb.as<float>();
+          cp.state = {dst.as<float>(), stride};
+          cp.dim = c.dim;
+          cp.d_conv = K;
+          cp.out = dout.as<float>();
+          cp.out16 = {dout16.data(), t == DType::BF16, n > 8 ? int64_t(c.dim) : 0};
+          if (fused) {
+            mamba::cuda::linear_decode(dm, dx.as<float>(), c.cols, n, dy.as<float>(), c.rows,
+                                       nullptr, ws, nullptr, false, {},
+                                       {cp, dslots.as<int32_t>(), c.first});
+          } else {
+            mamba::cuda::linear_decode(dm, dx.as<float>(), c.cols, n, dy.as<float>(), c.rows,
+                                       nullptr, ws, nullptr);
+            cp.x = dy.as<float>() + c.first;
+            cp.ldx = c.rows;
+            mamba::cuda::conv1d_step(cp, n, dslots.as<int32_t>(), nullptr);
+          }
+          y[fused] = to_host<float>(dy, size_t(n) * c.rows);
+          out[fused] = to_host<float>(dout, size_t(n) * c.dim);
+          st[fused] = to_host<float>(dst, st0.size());
+          out16[fused] = to_host<uint16_t>(dout16, size_t(rows16) * c.dim);
+          if (n > 8) {  // only rows below n are written: compare those
+            std::vector<uint16_t> used;
+            for (int r = 0; r < n; r++)
+              for (int k = 0; k < c.dim; k++)
+                used.push_back(out16[fused][size_t(mamba::cuda::gemm_x16_index(r, k, c.dim))]);
+            out16[fused] = used;
+          } else {
+            out16[fused].resize(size_t(n) * c.dim);
+          }
+        }
+        INFO(c.what, " ", dname(t), " n ", n);
+        CHECK(std::memcmp(y[0].data(), y[1].data(), y[0].size() * 4) == 0);
+        CHECK(std::memcmp(out[0].data(), out[1].data(), out[0].size() * 4) == 0);
+        CHECK(std::memcmp(st[0].data(), st[1].data(), st[0].size() * 4) == 0);
+        CHECK(out16[0] == out16[1]);
+        CHECK(st[1] != st0);  // the conv did run
+      }
+    }
+  }
+}
+
 // ---- errors ------------------------------------------------------------------------------
 
 TEST_CASE("errors: out of memory names the allocation; preconditions are checked") {
