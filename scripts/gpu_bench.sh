@@ -12,6 +12,9 @@
 #   BENCH_ARGS  mamba-bench arguments after -m (default "-p 512 -n 128 -b 1,64 -r 3")
 #   PROFILE     a model shape: time each kernel of its decode steps with ncu at batch 1 and at
 #               PROFILE_BATCH (default 64), with the first tree's build (default: no profile)
+#   PROFILE_FULL  with PROFILE: a kernel-name regex; ncu --set full on its first
+#               PROFILE_FULL_COUNT (default 2) calls at PROFILE_BATCH rows, written as a report
+#               (full-LABEL.ncu-rep) and as text (full-LABEL.txt, the details page)
 #   MODEL_DIR   where the models go (default /tmp/models)
 #   LOG_DIR     where the tables go (default $OUT, else ./gpu-bench-logs)
 #   DEPS_DIR    unpacked Debian packages to build against (default .deps, used when present;
@@ -120,4 +123,15 @@ for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):
 print(f"{'sum':48s} {sum(cnt.values()):5d}           {s:9.1f} us")
 EOF
   done
+  if [ -n "${PROFILE_FULL:-}" ]; then
+    rep=$logs/full-$label
+    echo "== $label, $PROFILE, batch ${PROFILE_BATCH:-64}: ncu --set full on /$PROFILE_FULL/"
+    "$ncu" --set full --import-source yes --kernel-name "regex:$PROFILE_FULL" \
+      --launch-count "${PROFILE_FULL_COUNT:-2}" -f -o "$rep" \
+      /tmp/gpu-bench-build/$label/bin/mamba-bench -m "$f" --device cuda -p 0 -n 3 \
+      -b "${PROFILE_BATCH:-64}" -r 1 >/dev/null 2>"$rep.log" || tail -5 "$rep.log"
+    "$ncu" --import "$rep.ncu-rep" --page details >"$rep.txt" 2>&1
+    grep -E "Duration|DRAM Throughput|L2 Cache Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy" \
+      "$rep.txt" | head -40
+  fi
 fi
