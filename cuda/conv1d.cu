@@ -77,12 +77,26 @@ __global__ void conv1d_step_kernel(Conv1dParams p, const int32_t* __restrict__ s
   conv1d_step_one(p, slots[row], row, c, p.x[row * int(p.ldx) + c]);
 }
 
-void check(const Conv1dParams& p, const char* op) {
-  require(p.x && p.w && p.out, op, "null pointer");
-  require(p.dim > 0 && p.ldx >= p.dim, op, "bad dim or ldx");
+// What every conv needs but its input: weights, output, shape and state.
+void check_common(const Conv1dParams& p, const char* op) {
+  require(p.w && p.out, op, "null pointer");
+  require(p.dim > 0, op, "bad dim");
   require(p.d_conv >= 1 && p.d_conv <= kMaxConvWidth, op, "d_conv out of range 1..8");
   require(p.d_conv == 1 || (p.state.base && p.state.slot_stride >= int64_t(p.d_conv - 1) * p.dim),
           op, "bad state");
+}
+
+// ... and its input.
+void check(const Conv1dParams& p, const char* op) {
+  check_common(p, op);
+  require(p.x && p.ldx >= p.dim, op, "null input or bad ldx");
+}
+
+// A decode step's rows and slots.
+void check_step_rows(const Conv1dParams& p, int n, const int32_t* slots, const char* op) {
+  require(slots && n >= 0 && n <= 65535, op, "bad slots or row count");
+  require(int64_t(n) * p.dim <= INT32_MAX && int64_t(p.dim) * p.d_conv <= INT32_MAX, op,
+          "rows or channels too many for 32-bit offsets");
 }
 
 }  // namespace
@@ -106,19 +120,13 @@ void conv1d_prefill(const Conv1dParams& p, const SeqBatch& batch, cudaStream_t s
 }
 
 void conv1d_step_check(const Conv1dParams& p, int n, const int32_t* slots, const char* op) {
-  require(p.w && p.out, op, "null pointer");
-  require(p.dim > 0, op, "bad dim");
-  require(p.d_conv >= 1 && p.d_conv <= kMaxConvWidth, op, "d_conv out of range 1..8");
-  require(p.d_conv == 1 || (p.state.base && p.state.slot_stride >= int64_t(p.d_conv - 1) * p.dim),
-          op, "bad state");
-  require(slots && n >= 0 && n <= 65535, op, "bad slots or row count");
-  require(int64_t(n) * p.dim <= INT32_MAX && int64_t(p.dim) * p.d_conv <= INT32_MAX, op,
-          "rows or channels too many for 32-bit offsets");
+  check_common(p, op);
+  check_step_rows(p, n, slots, op);
 }
 
 void conv1d_step(const Conv1dParams& p, int n, const int32_t* slots, cudaStream_t stream) {
   check(p, "conv1d_step");
-  conv1d_step_check(p, n, slots, "conv1d_step");
+  check_step_rows(p, n, slots, "conv1d_step");
   if (n == 0) return;
   require(int64_t(n) * p.ldx <= INT32_MAX, "conv1d_step", "rows too many for 32-bit offsets");
   launch_pdl(conv1d_step_kernel, dim3(unsigned(ceil_div(p.dim, kThreads)), unsigned(n)),

@@ -419,33 +419,29 @@ __global__ void __launch_bounds__(Tile::kThreads, 2) linear_decode_gemm_kernel(M
   // bytes of shared memory (no bank conflicts). Activations: x16's blocks of 16 rows x 32 K are
   // 1 KiB each, contiguous; a stage's kSub * MB blocks are taken in order (chunk-major), 64
   // consecutive threads a block, thread t copying piece t % 64 of every kThreads / 64-th block
-  // from block t / 64 on. Pieces past M, n or the slice land as zeros.
+  // from block t / 64 on; a round of kThreads / 64 blocks covers whole chunks. Pieces past M, n
+  // or the slice land as zeros.
   constexpr int kRowStep = kThreads / 16;
   constexpr int kWPieces = kRows / kRowStep;
   constexpr int kXStep = kThreads / 64;              // x16 blocks copied per round
   constexpr int kXPieces = kSub * MB / kXStep;       // rounds: this thread's pieces per stage
-  static_assert(kWPieces >= 1 && kXPieces >= 1 && kXPieces * kXStep == kSub * MB);
+  static_assert(kWPieces >= 1 && kXPieces >= 1 && kXStep % MB == 0 && (kSub * MB) % kXStep == 0);
   const int pw = lane % 4, pj = lane / 8, pr = 2 * warp + (lane / 4) % 2;
   const unsigned rstride = unsigned(kRowStep) * unsigned(K);
   const unsigned w_off = unsigned(row0 + pr) * unsigned(K) + unsigned((ch0 + pj) * kChunk + 8 * pw);
   unsigned w_rows = 0;  // bit t: the thread's piece t is inside M
 #pragma unroll
   for (int t = 0; t < kWPieces; t++) w_rows |= unsigned(row0 + pr + t * kRowStep < p.M) << t;
-  // Piece t of this thread's x16 copies in a stage: (chunk, row block) = (tc0 + tc_of(t),
-  // xb0 + xb_of(t)). A round of kXStep blocks covers whole chunks (big tile) or part of one.
+  // Piece t of this thread's x16 copies in a stage: chunk tc0 + t * kXStep / MB of the stage,
+  // row block xb (the same for every t).
   const int xr = (tid / 64) % kXStep, xp = tid % 64;  // (% kXStep: the compiler learns xr's range)
-  constexpr bool kWholeChunks = kXStep % MB == 0;
-  const int tc0 = kWholeChunks ? xr / MB : 0, xb0 = kWholeChunks ? xr % MB : xr;
-  const auto tc_of = [](int t) { return kWholeChunks ? t * (kXStep / MB) : t / (MB / kXStep); };
-  const auto xb_of = [](int t) { return kWholeChunks ? 0 : t % (MB / kXStep) * kXStep; };
+  const int tc0 = xr / MB, xb = xr % MB;
+  constexpr int kTcStep = kXStep / MB;  // chunks per round
   constexpr unsigned kBlk = kGemmX16Block;  // one 16-row x 32-K block of x16, 1 KiB
-  const unsigned x_row_blk = unsigned(K / kChunk) * kBlk;  // x16 values per 16-row block
   const unsigned x_off =
-      (unsigned(col0 / 16 + xb0) * unsigned(K / kChunk) + unsigned(ch0 + tc0)) * kBlk +
+      (unsigned(col0 / 16 + xb) * unsigned(K / kChunk) + unsigned(ch0 + tc0)) * kBlk +
       unsigned(xp) * 8u;
-  unsigned x_rows = 0;  // bit t: the 16-row block of piece t has rows below n
-#pragma unroll
-  for (int t = 0; t < kXPieces; t++) x_rows |= unsigned(col0 + (xb0 + xb_of(t)) * 16 < p.n) << t;
+  const bool x_in = col0 + xb * 16 < p.n;
   const auto stage_ptr = [&](int st) {
     return reinterpret_cast<T*>(smem + st * Tile::kStageBytes);
   };
@@ -464,9 +460,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 2) linear_decode_gemm_kernel(M
       T* dst = stage_ptr(st) + Tile::kW + xr * kBlk + xp * 8;
 #pragma unroll
       for (int t = 0; t < kXPieces; t++) {
-        const bool ok = (x_rows >> t & 1u) && ch + tc0 + tc_of(t) < ch1;
-        const unsigned src = x_off + unsigned(stage * kSub + tc_of(t)) * kBlk +
-                             unsigned(xb_of(t)) * x_row_blk;
+        const bool ok = x_in && ch + tc0 + t * kTcStep < ch1;
+        const unsigned src = x_off + unsigned(stage * kSub + t * kTcStep) * kBlk;
         cp_async16(dst + t * kXStep * kBlk, X + (ok ? src : 0u), ok);
       }
     }
