@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: builds mamba-bench from one or more source trees, makes
+# On a machine with an NVIDIA GPU: builds mamba-bench from one or more source trees (all at
+# once, the cores shared between them; checked on a CPU-only machine: two trees in 233 s on 2
+# cores, then the bench stops at "no CUDA device"), makes
 # random-weight f16 models of the published shapes with mamba-random, and runs the same
 # mamba-bench command with every tree's build, one after another, so that versions are
 # compared within one run on one GPU. Optionally times every decode-step kernel with ncu.
