@@ -229,6 +229,58 @@ TEST_CASE("scheduler: every request equals generate(), greedy and sampled, Mamba
   }
 }
 
+// When every running sequence picks greedily with nothing adjusted, the step may let the
+// backend pick (Backend::decode_greedy: on a GPU that picks on the device, or on request); the
+// ids must be generate()'s either way, with ignore_eos's ban too.
+TEST_CASE("scheduler: all-greedy batches pick through the backend and equal generate()") {
+  for (const Arch arch : {Arch::Mamba1, Arch::Mamba2}) {
+    INFO("arch ", int(arch));
+    const auto model = Model::load(write_model("greedy.gguf", small(arch, 5)));
+    const int32_t V = int32_t(model->config().n_vocab);
+    std::vector<Request> reqs;
+    const int lens[] = {3, 1, 20, 7, 12, 2, 9};
+    for (int i = 0; i < 7; i++) {
+      Request q;
+      q.key = uint64_t(200 + i);
+      q.has_prompt_ids = true;
+      q.prompt_ids = prompt_of(lens[i], 50 + i, V);
+      q.n_predict = 4 + (i * 5) % 13;
+      q.ignore_eos = i % 3 == 1;
+      q.sampling.top_k = 1 + i;  // ignored at temperature 0
+      reqs.push_back(q);
+    }
+    // An EOS that the greedy requests are likely to meet: request 0's third pick alone.
+    const int32_t eos = reference(*model, reqs[0], -1).ids.at(2);
+    BackendOptions bo;
+    bo.n_threads = 2;
+    bo.n_slots = 4;
+    const auto be = make_backend(*model, bo);
+    CHECK_FALSE(be->picks_on_device());  // the CPU backend picks on the host: by request only
+    for (const bool backend_picks : {true, false}) {
+      INFO("backend_picks ", backend_picks);
+      SchedulerOptions so;
+      so.n_parallel = 4;
+      so.prefill_budget = 8;
+      so.eos_id = eos;
+      so.backend_picks = backend_picks;
+      Scheduler sched(*be, so);
+      for (const Request& q : reqs) sched.submit(q);
+      std::map<uint64_t, Result> got;
+      sched.run([&](Result&& r) { got[r.key] = std::move(r); });
+      CHECK(sched.n_decode_calls() > 0);
+      CHECK(sched.n_greedy_steps() == (backend_picks ? sched.n_decode_calls() : 0));
+      REQUIRE(got.size() == reqs.size());
+      for (const Request& r : reqs) {
+        INFO("request ", r.key);
+        const GenerateResult ref = reference(*model, r, eos);
+        CHECK(got.at(r.key).ids == ref.ids);
+        CHECK(got.at(r.key).finish_reason == ref.finish_reason);
+      }
+      CHECK(got.at(200).finish_reason == "eos");
+    }
+  }
+}
+
 TEST_CASE("scheduler: the bundled model's text and stop strings equal generate()") {
   const auto model = Model::load(MAMBA_DEFAULT_MODEL);
   const auto tok = tokenizer_from_gguf(model->gguf());

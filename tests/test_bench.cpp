@@ -142,6 +142,8 @@ TEST_CASE("bench: test names and list parsing") {
   CHECK(test_name(0, 128, 1, 16384) == "tg128 @ d16384");
   CHECK(test_name(0, 128, 64, 16384) == "tg128 x64 @ d16384");
   CHECK(test_name(512, 0, 1, 4096) == "pp512 @ d4096");
+  CHECK(test_name(0, 128, 64, 0, true) == "tg128 x64 greedy");
+  CHECK(test_name(512, 0, 1, 0, true) == "pp512");  // only tg steps pick
   CHECK(parse_int_list({"8", "16", "0"}, "-p", 0) == std::vector<int>{8, 16, 0});
   CHECK_THROWS_WITH_AS(parse_int_list({"-1"}, "-p", 0),
                        "-p: '-1' is not a valid value (expected an integer >= 0)", Error);
@@ -262,6 +264,21 @@ TEST_CASE("bench: -o json has the whole matrix with every field") {
   CHECK(names == kTests);
   // The copy bandwidth goes to stderr, once.
   CHECK(count(err, "copy bandwidth") == 1);
+}
+
+TEST_CASE("bench: --greedy times the tg steps of greedy requests and names them so") {
+  const std::string model = write_model("tool.gguf", mamba1_tiny());
+  std::string out, err;
+  const std::string args = " -p 0 -n 3 -b 1,2 -r 1 -t 1 --copy-mib 8 --greedy -o json";
+  REQUIRE(run(kBench + " -m " + model + args, &out, &err, kErr) == 0);
+  const json j = json::parse(out);
+  REQUIRE(j.size() == 2);
+  std::set<std::string> names;
+  for (const json& r : j) {
+    names.insert(r["test"].get<std::string>());
+    CHECK(r["avg_ts"].get<double>() > 0);
+  }
+  CHECK(names == std::set<std::string>{"tg3 greedy", "tg3 x2 greedy"});
 }
 
 TEST_CASE("bench: -o csv has a header and one line per test") {

@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "backend/backend.h"
 #include "engine/sampler.h"
 
 using namespace mamba;
@@ -216,4 +217,41 @@ TEST_CASE("top_k from the row: ties at the k-th place, banned and forced ids, in
     INFO("step ", step);
     CHECK(a.sample(r) == ref.sample(r, -1));
   }
+}
+
+// A batch whose sequences all pick greedily with nothing adjusted lets the backend pick for
+// them (Backend::decode_greedy, which may keep the logits on the device); that pick must be
+// what the Sampler would pick from the row, banned id included.
+TEST_CASE("greedy_argmax picks what a plain greedy Sampler picks") {
+  std::mt19937_64 g(11);
+  for (int32_t V : {1, 2, 7, 300, 50280}) {
+    SamplerParams p;
+    p.temp = 0.0f;
+    Sampler s(p, V);
+    CHECK(s.plain_greedy());
+    for (int trial = 0; trial < (V > 1000 ? 60 : 400); trial++) {
+      std::vector<float> row = random_row(g, V, trial);
+      if (trial % 13 == 0) std::fill(row.begin(), row.begin() + V, -kInf);  // no finite logit
+      if (trial % 17 == 0) std::fill(row.begin(), row.begin() + V, kNaN);
+      if (trial % 19 == 0) row[0] = -0.0f, row[size_t(V - 1)] = 0.0f;  // signed zeros tie
+      int32_t banned = trial % 3 == 0 ? -1 : int32_t(g() % size_t(V));
+      if (trial % 5 == 0) banned = greedy_argmax(std::span(row).first(size_t(V)), -1);
+      INFO("V ", V, " trial ", trial, " banned ", banned);
+      CHECK(greedy_argmax(std::span(row).first(size_t(V)), banned) == s.sample(row, banned));
+    }
+  }
+  // Anything adjusted makes the Sampler's pick differ from the row's argmax, so it is not
+  // plain greedy.
+  const auto plain = [](void (*set)(SamplerParams&)) {
+    SamplerParams p;
+    p.temp = 0.0f;
+    set(p);
+    return Sampler(p, 10).plain_greedy();
+  };
+  CHECK_FALSE(plain([](SamplerParams& p) { p.temp = 0.7f; }));
+  CHECK_FALSE(plain([](SamplerParams& p) { p.logit_bias.push_back({3, 1.0f}); }));
+  CHECK_FALSE(plain([](SamplerParams& p) { p.repeat_penalty = 1.1f; }));
+  CHECK_FALSE(plain([](SamplerParams& p) { p.presence_penalty = 0.5f; }));
+  CHECK_FALSE(plain([](SamplerParams& p) { p.frequency_penalty = 0.5f; }));
+  CHECK(plain([](SamplerParams& p) { p.top_k = 1; p.top_p = 0.5f; }));  // ignored at temp 0
 }

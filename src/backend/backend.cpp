@@ -1,6 +1,7 @@
 #include "backend/backend.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "backend/cpu/cpu_backend.h"
 #include "common/error.h"
@@ -14,6 +15,38 @@ std::span<const float> Backend::decode_view(std::span<const int> slots,
                                            std::span<const int32_t> tokens) {
   decode(slots, tokens, view_);
   return view_;
+}
+
+std::span<const int32_t> Backend::decode_greedy(std::span<const int> slots,
+                                                std::span<const int32_t> tokens,
+                                                std::span<const int32_t> banned) {
+  check_banned(tokens, banned);
+  const std::span<const float> logits = decode_view(slots, tokens);
+  const size_t V = size_t(config().n_vocab);
+  picks_.resize(tokens.size());
+  for (size_t i = 0; i < tokens.size(); i++)
+    picks_[i] = greedy_argmax(logits.subspan(i * V, V), banned[i]);
+  return picks_;
+}
+
+int32_t greedy_argmax(std::span<const float> row, int32_t banned) {
+  size_t best = 0;
+  float best_logit = -std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < row.size(); i++)
+    if (row[i] > best_logit && int64_t(i) != banned) {  // strictly larger: ties keep the first
+      best_logit = row[i];
+      best = i;
+    }
+  return int32_t(best);
+}
+
+void Backend::check_banned(std::span<const int32_t> tokens,
+                           std::span<const int32_t> banned) const {
+  if (banned.size() != tokens.size())
+    fail("decode_greedy got ", tokens.size(), " tokens but ", banned.size(), " banned ids");
+  for (int32_t id : banned)
+    if (id < -1 || id >= config().n_vocab)
+      fail("banned id ", id, " is out of range (n_vocab = ", config().n_vocab, ")");
 }
 
 void Backend::prefill_batch(std::span<const int> slots,

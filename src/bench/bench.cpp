@@ -181,10 +181,11 @@ double device_copy_bandwidth(const std::string& device, size_t cpu_bytes, int cp
 
 // ---- names --------------------------------------------------------------------------------
 
-std::string test_name(int n_prompt, int n_gen, int n_batch, int n_depth) {
+std::string test_name(int n_prompt, int n_gen, int n_batch, int n_depth, bool greedy) {
   std::string s = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
   if (n_prompt == 0 && n_batch > 1) s += " x" + std::to_string(n_batch);
   if (n_depth > 0) s += " @ d" + std::to_string(n_depth);
+  if (n_prompt == 0 && greedy) s += " greedy";
   return s;
 }
 
@@ -270,12 +271,23 @@ struct Bench {
   // Nanoseconds of one tg run: tokens is (n_gen, n_batch), one row per step. Each step's
   // logits reach the host as the scheduler gets them (decode_view: the backend's own buffer,
   // no second copy into a vector, which at 64 rows of a 50k vocabulary is 13 MB a step).
-  double run_tg(const std::vector<int32_t>& tokens, const std::vector<int>& slots) {
+  // With `greedy`, each step is the scheduler's for a batch of plain greedy requests: where
+  // the backend picks on the device, decode_greedy (nothing banned), and only the picked ids
+  // reach the host; elsewhere decode_view, as without it (the picks run on the scheduler's
+  // threads, which no tg test times).
+  double run_tg(const std::vector<int32_t>& tokens, const std::vector<int>& slots, bool greedy) {
+    greedy = greedy && be.picks_on_device();
     for (int s : slots) restore(s);
     const size_t b = slots.size();
+    const std::vector<int32_t> banned(b, -1);
     const auto t0 = clock_type::now();
-    for (size_t i = 0; i < tokens.size(); i += b)
-      be.decode_view(slots, std::span<const int32_t>(tokens.data() + i, b));
+    for (size_t i = 0; i < tokens.size(); i += b) {
+      const std::span<const int32_t> step(tokens.data() + i, b);
+      if (greedy)
+        be.decode_greedy(slots, step, banned);
+      else
+        be.decode_view(slots, step);
+    }
     return std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
   }
 };
@@ -336,7 +348,7 @@ void run(const BenchOptions& o, const std::function<void(const TestResult&)>& on
         base.n_threads = nt;
 
         auto measure = [&](TestResult r, const std::function<double()>& once, double tokens) {
-          r.test = test_name(r.n_prompt, r.n_gen, r.n_batch, r.n_depth);
+          r.test = test_name(r.n_prompt, r.n_gen, r.n_batch, r.n_depth, o.greedy);
           once();  // warm-up
           for (int i = 0; i < o.reps; i++) {
             const double ns = once();
@@ -374,7 +386,8 @@ void run(const BenchOptions& o, const std::function<void(const TestResult&)>& on
               for (int i = 0; i < nb; i++) slots[size_t(i)] = i;
               const auto tokens = random_tokens(size_t(n) * size_t(nb), model->config().n_vocab,
                                                 mix_seed(o.seed, 2 + uint64_t(nb), uint64_t(n)));
-              measure(r, [&] { return b.run_tg(tokens, slots); }, double(n) * double(nb));
+              measure(r, [&] { return b.run_tg(tokens, slots, o.greedy); },
+                      double(n) * double(nb));
             }
           }
         }

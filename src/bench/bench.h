@@ -7,9 +7,13 @@
 //                     D tokens (D = 0: a zero state). t/s = P / seconds. Prefill is one
 //                     sequence at a time in the Backend API, so prefilling B sequences one
 //                     after another would give the same t/s: pp tests run once, not per -b.
-//   tgN [xB] [@ dD]   N decode steps of B sequences together (one Backend::decode call of B
-//                     rows per step), each sequence starting from the same depth-D state.
+//   tgN [xB] [@ dD]   N decode steps of B sequences together (one Backend::decode_view call of
+//                     B rows per step: every row's logits reach the host, as a sampling
+//                     scheduler gets them), each sequence starting from the same depth-D state.
 //                     t/s = B * N / seconds.
+//   ... greedy        (--greedy) the same steps as a batch of plain greedy requests runs them:
+//                     Backend::decode_greedy where the backend picks on the device (then only
+//                     the picked ids reach the host), else as without --greedy.
 // Each test runs once untimed (warm-up: pages in the weights, sizes buffers, captures CUDA
 // graphs), then `reps` timed repetitions, each from the same starting state. The depth state
 // is made once per depth (untimed prefill of D random tokens into a spare slot) and copied
@@ -53,6 +57,7 @@ struct BenchOptions {
   std::vector<int> n_threads;               // CPU threads (-t); empty = all cores
   int reps = 5;                             // timed repetitions per test (-r)
   uint64_t seed = 42;                       // random token ids
+  bool greedy = false;                      // tg steps pick greedily (--greedy)
   size_t cpu_copy_bytes = size_t(1) << 30;  // buffer size of the CPU copy-bandwidth probe
 };
 
@@ -140,7 +145,7 @@ struct TestResult {
 };
 
 // "pp512", "tg128", "tg128 x64", "tg128 @ d16384", "pp512 @ d4096", "tg128 x64 @ d16384"
-std::string test_name(int n_prompt, int n_gen, int n_batch, int n_depth);
+std::string test_name(int n_prompt, int n_gen, int n_batch, int n_depth, bool greedy = false);
 
 // "mamba 1.4B F16"
 std::string model_label(const Model& m);

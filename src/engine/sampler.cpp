@@ -340,6 +340,11 @@ void Sampler::reset() {
   rng_.seed(p_.seed);
 }
 
+bool Sampler::plain_greedy() const {
+  return p_.temp == 0.0f && p_.logit_bias.empty() && p_.repeat_penalty == 1.0f &&
+         p_.presence_penalty == 0.0f && p_.frequency_penalty == 0.0f;
+}
+
 int32_t Sampler::sample(std::span<const float> logits, int32_t banned) {
   const size_t V = size_t(n_vocab_);
   if (logits.size() < V)

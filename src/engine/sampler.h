@@ -92,6 +92,10 @@ class Sampler {
   void reset();
 
   const SamplerParams& params() const { return p_; }
+  // Whether sample(row, banned) is greedy_argmax(row, banned) (backend.h): temperature 0, no
+  // bias, no penalties. A batch of such sequences can pick on the device
+  // (Backend::decode_greedy) and accept() the ids.
+  bool plain_greedy() const;
 
  private:
   void adjust_touched(std::span<const float> logits, std::span<const int32_t> window,

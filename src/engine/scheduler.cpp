@@ -30,6 +30,7 @@ struct Scheduler::Seq {
   std::vector<int32_t> prompt;  // its prompt ids, from start() until its prefill
   std::vector<float> own;      // (n_vocab) its prefill's logits
   int32_t next = -1;           // the id choose() sampled, for take()
+  int32_t picked = -1;         // >= 0: the backend's greedy pick for the next choose()
   std::exception_ptr error;    // what choose() threw, rethrown by take() in slot order
   double decode_start_ms = 0;  // when its prefill ended
   Result r;                    // filled as it goes
@@ -226,13 +227,20 @@ bool Scheduler::pick(Seq& s, const ResultFn& on_result) {
 void Scheduler::choose(Seq& s) const {
   if (int(s.r.ids.size()) >= s.n_predict) return;  // take() finishes it
   try {
-    // generate() sets the EOS logit to -inf for ignore_eos; the ban does the same.
-    const int32_t banned = s.ignore_eos && o_.eos_id >= 0 ? o_.eos_id : -1;
-    s.next = s.sampler.sample(s.last, banned);
+    if (s.picked >= 0) {  // the step picked it (decode_greedy): what sample() would return
+      s.next = std::exchange(s.picked, -1);
+    } else {
+      s.next = s.sampler.sample(s.last, banned_id(s));
+    }
     s.sampler.accept(s.next);
   } catch (...) {
     s.error = std::current_exception();  // a pick thread must not throw
   }
+}
+
+// generate() sets the EOS logit to -inf for ignore_eos; the ban does the same.
+int32_t Scheduler::banned_id(const Seq& s) const {
+  return s.ignore_eos && o_.eos_id >= 0 ? o_.eos_id : -1;
 }
 
 void Scheduler::choose_all() {
@@ -333,13 +341,32 @@ bool Scheduler::step(const ResultFn& on_result) {
     return false;
   }
 
-  // One batched recurrent step for every sequence that goes on.
+  // One batched recurrent step for every sequence that goes on. When all of them pick
+  // greedily (Sampler::plain_greedy) and the backend picks on the device, it picks for them
+  // and their logits stay there; else each gets its row of logits.
   if (!batch_seqs_.empty()) {
-    const std::span<const float> logits = be_.decode_view(batch_slots_, batch_tokens_);
+    const bool greedy =
+        (be_.picks_on_device() || o_.backend_picks) &&
+        std::all_of(batch_seqs_.begin(), batch_seqs_.end(),
+                    [](const Seq* s) { return s->sampler.plain_greedy(); });
+    if (greedy) {
+      batch_banned_.clear();
+      for (const Seq* s : batch_seqs_) batch_banned_.push_back(banned_id(*s));
+      const std::span<const int32_t> ids =
+          be_.decode_greedy(batch_slots_, batch_tokens_, batch_banned_);
+      for (size_t i = 0; i < batch_seqs_.size(); i++) {
+        batch_seqs_[i]->picked = ids[i];
+        batch_seqs_[i]->last = {};
+      }
+      n_greedy_steps_++;
+    } else {
+      const std::span<const float> logits = be_.decode_view(batch_slots_, batch_tokens_);
+      const size_t V = size_t(n_vocab_);
+      for (size_t i = 0; i < batch_seqs_.size(); i++)
+        batch_seqs_[i]->last = logits.subspan(i * V, V);
+    }
     n_decode_calls_++;
     max_batch_ = std::max(max_batch_, int(batch_seqs_.size()));
-    const size_t V = size_t(n_vocab_);
-    for (size_t i = 0; i < batch_seqs_.size(); i++) batch_seqs_[i]->last = logits.subspan(i * V, V);
   }
   return !waiting_.empty() || n_running() > 0;
 }

@@ -92,6 +92,11 @@ struct SchedulerOptions {
   // 64 sequences over a 50k vocabulary takes about 1 ms per step on one core (0.2 ms
   // greedy), next to a GPU decode step of a few ms.
   int n_pick_threads = 0;
+  // A step whose sequences all pick greedily with nothing adjusted goes through
+  // Backend::decode_greedy when the backend picks on the device (Backend::picks_on_device),
+  // so the logits stay there. true: also when it picks on the host (its default, one thread),
+  // which only costs time; the ids are the same either way.
+  bool backend_picks = false;
 };
 
 using ResultFn = std::function<void(Result&&)>;
@@ -118,6 +123,8 @@ class Scheduler {
   int n_running() const;
   uint64_t n_generated() const { return n_generated_; }  // tokens picked so far, all requests
   uint64_t n_decode_calls() const { return n_decode_calls_; }
+  // Decode calls whose picks the backend made (every sequence plain greedy: decode_greedy).
+  uint64_t n_greedy_steps() const { return n_greedy_steps_; }
   int max_batch() const { return max_batch_; }  // largest decode batch seen
 
  private:
@@ -146,6 +153,7 @@ class Scheduler {
   // reports s when it is finished (returns true then).
   bool take(Seq& s, const ResultFn& on_result);
   void choose_all();  // choose() for every running sequence, on the pick threads
+  int32_t banned_id(const Seq& s) const;  // the id s may not pick (EOS for ignore_eos), or -1
   void feed(Seq& s);  // adds s and its last id to this step's decode batch
   void finish(Seq& s, const std::string& reason, const ResultFn& on_result);
   void cancel_all(const ResultFn& on_result);
@@ -158,11 +166,13 @@ class Scheduler {
   std::vector<std::unique_ptr<Seq>> slots_;  // (n_parallel) running sequence per slot, or null
   uint64_t n_generated_ = 0;
   uint64_t n_decode_calls_ = 0;
+  uint64_t n_greedy_steps_ = 0;
   int max_batch_ = 0;
   // Scratch of the batched decode step.
   std::vector<int> batch_slots_;       // (n) slots fed this step
   std::vector<int32_t> batch_tokens_;  // (n) their tokens
   std::vector<Seq*> batch_seqs_;       // (n) their sequences
+  std::vector<int32_t> batch_banned_;  // (n) their banned ids, for a greedy step
   std::vector<Seq*> running_;          // (n_running) the sequences choose_all() samples
   std::unique_ptr<cpu::ThreadPool> pick_pool_;  // null when the picks run serially
   int64_t t0_ns_;                      // clock origin

@@ -44,6 +44,9 @@ int main(int argc, char** argv) {
   app.add_option("-o,--output", output, "output format: md, csv or json (default md)");
   app.add_option("--plot", plot, "also draw tg t/s against batch size and depth into this SVG");
   app.add_option("--seed", o.seed, "seed of the random token ids");
+  app.add_flag("--greedy", o.greedy,
+               "tg steps pick each row's next token greedily, as a batch of greedy requests does "
+               "(on a GPU that picks on the device, the logits stay there)");
   app.add_option("--copy-mib", copy_mib, "buffer size of the CPU copy-bandwidth probe (MiB)");
   return tool_main(app, argc, argv, [&] {
     if (!pp.empty()) o.n_prompt = bench::parse_int_list(pp, "-p", 0);
