@@ -14,7 +14,9 @@
 //      as the single Backend::prefill call that generate() makes, while a backend may read
 //      the weights once for several short prompts;
 //   3. feeds the picked tokens of all the sequences that go on back in ONE batched
-//      Backend::decode_view call.
+//      Backend::decode_view call (or, when all of them pick greedily with nothing adjusted
+//      and the backend picks on the device, Backend::decode_greedy, whose ids step 1 then
+//      takes: the same ids the Samplers would pick, without the logits reaching the host).
 //
 // A request run here produces exactly what generate() produces for the same prompt and
 // options: the same ids, the same text and the same finish reason. That rests on three
