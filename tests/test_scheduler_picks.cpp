@@ -10,7 +10,6 @@
 #include <span>
 #include <vector>
 
-#include "backend/backend.h"
 #include "engine/sampler.h"
 
 using namespace mamba;

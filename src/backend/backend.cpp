@@ -1,10 +1,10 @@
 #include "backend/backend.h"
 
 #include <algorithm>
-#include <limits>
 
 #include "backend/cpu/cpu_backend.h"
 #include "common/error.h"
+#include "engine/sampler.h"
 #ifdef MAMBA_HAVE_CUDA
 #include "cuda_backend.h"
 #endif
@@ -27,17 +27,6 @@ std::span<const int32_t> Backend::decode_greedy(std::span<const int> slots,
   for (size_t i = 0; i < tokens.size(); i++)
     picks_[i] = greedy_argmax(logits.subspan(i * V, V), banned[i]);
   return picks_;
-}
-
-int32_t greedy_argmax(std::span<const float> row, int32_t banned) {
-  size_t best = 0;
-  float best_logit = -std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < row.size(); i++)
-    if (row[i] > best_logit && int64_t(i) != banned) {  // strictly larger: ties keep the first
-      best_logit = row[i];
-      best = i;
-    }
-  return int32_t(best);
 }
 
 void Backend::check_banned(std::span<const int32_t> tokens,

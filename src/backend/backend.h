@@ -57,7 +57,7 @@ class Backend {
                                              std::span<const int32_t> tokens);
   // The same step for rows that pick their next token greedily with nothing adjusted but at
   // most one banned id (what Sampler::plain_greedy says): ids[i] = greedy_argmax(row i,
-  // banned[i]). The logits need not reach the host, which at 64 rows of a 50k vocabulary is a
+  // banned[i]) (engine/sampler.h). The logits need not reach the host, which at 64 rows of a 50k vocabulary is a
   // 13 MB copy per step. A view valid until the next call on this backend; this default picks
   // from decode_view's logits.
   virtual std::span<const int32_t> decode_greedy(std::span<const int> slots,
@@ -86,12 +86,6 @@ class Backend {
   std::vector<float> view_;     // decode_view()'s logits where a backend has no buffer of its own
   std::vector<int32_t> picks_;  // decode_greedy()'s ids, likewise
 };
-
-// The greedy pick of one row of logits: the index of the largest value, the lowest on ties,
-// never a NaN and never `banned` (when >= 0), and 0 when no value is above -inf. This is what
-// Sampler::sample picks at temperature 0 with no bias and no penalties, banning `banned`
-// (ignore_eos); a backend that picks on the device must give the same index.
-int32_t greedy_argmax(std::span<const float> row, int32_t banned);
 
 struct BackendOptions {
   std::string device = "cpu";  // "cpu" | "cuda"

@@ -440,6 +440,16 @@ void argmax_run(const float* x, size_t begin, size_t end, float& best_logit, siz
 
 }  // namespace
 
+int32_t greedy_argmax(std::span<const float> row, int32_t banned) {
+  // Index 0 starts as the best, then strictly larger values win: ties keep the lowest id.
+  size_t best = 0;
+  float best_logit = -kInf;
+  const size_t ban = banned >= 0 ? size_t(banned) : row.size();
+  argmax_run(row.data(), 0, std::min(ban, row.size()), best_logit, best);
+  if (ban < row.size()) argmax_run(row.data(), ban + 1, row.size(), best_logit, best);
+  return int32_t(best);
+}
+
 // The ids whose logits the biases, the penalties and the ban change, with those adjusted
 // logits, into touched_ (sorted by id). They go through the same stage functions as in the
 // full chain, so each gets the same value it would get there.

@@ -75,6 +75,12 @@ void temperature(std::vector<TokenCandidate>& c, float t);
 int32_t draw(std::vector<TokenCandidate>& c, std::mt19937_64& rng);
 }  // namespace sampling
 
+// The greedy pick of one row of logits: the index of the largest value, the lowest on ties,
+// never a NaN and never `banned` (when >= 0), and 0 when no value is above -inf. What
+// Sampler::sample picks at temperature 0 with no bias and no penalties (plain_greedy), by the
+// same scan; a backend that picks on the device (Backend::decode_greedy) must give the same.
+int32_t greedy_argmax(std::span<const float> row, int32_t banned);
+
 class Sampler {
  public:
   Sampler(const SamplerParams& params, int32_t n_vocab);  // validates params
@@ -92,7 +98,7 @@ class Sampler {
   void reset();
 
   const SamplerParams& params() const { return p_; }
-  // Whether sample(row, banned) is greedy_argmax(row, banned) (backend.h): temperature 0, no
+  // Whether sample(row, banned) is greedy_argmax(row, banned): temperature 0, no
   // bias, no penalties. A batch of such sequences can pick on the device
   // (Backend::decode_greedy) and accept() the ids.
   bool plain_greedy() const;
