@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -25,6 +26,7 @@
 #include "linear.cuh"
 #include "linear_decode.cuh"
 #include "model/model.h"
+#include "persistent_decode.cuh"
 #include "rmsnorm.cuh"
 #include "selective_scan.cuh"
 #include "ssd.cuh"
@@ -81,6 +83,7 @@ class CudaBackend final : public Backend {
               std::vector<float>& logits) override;
   std::span<const float> decode_view(std::span<const int> slots,
                                      std::span<const int32_t> tokens) override;
+  bool runs_persistent() const { return persistent_; }
 
  private:
   int max_decode_batch() const { return std::min(logit_rows_, kMaxDecodeBatch); }
@@ -94,6 +97,7 @@ class CudaBackend final : public Backend {
   // decode: row i is the next token of slot slots_[i]; else one sequence described by
   // prefill_batch_.
   void forward(int n, bool decode);
+  void layers(int n, bool decode);  // forward's block loop, kernel by kernel
   // proj (n, ld_proj) = in_proj(xn_); conv_out (n, conv_dim) = the causal conv + SiLU of the
   // conv_dim columns of proj starting at conv_in, continuing layer il's conv state, and its
   // 16-bit copy into conv_out16 when that is set.
@@ -177,6 +181,14 @@ class CudaBackend final : public Backend {
   // dec_dt_ws_ for its dt_proj (written by x_proj).
   DeviceBuffer dec_x16_;
   cuda::LinearDecodeWorkspace dec_ws_, dec_xp_ws_, dec_dt_ws_;
+
+  // The persistent decode step (Mamba-1, up to 8 rows, 16-bit weights), when it runs here.
+  bool persistent_ = false;
+  cuda::PersistentDecodeConfig pcfg_;
+  DeviceBuffer p_layers_;  // (n_layer) PersistentDecodeLayer
+  DeviceBuffer p_part_;    // its partial sums
+  DeviceBuffer p_sync_;    // its grid barrier's counter
+  void setup_persistent();
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode batch size -> replayable step
   std::map<int, int> plain_steps_;          // decode batch size -> steps run without a graph
@@ -305,6 +317,12 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
   host_ids_ = cuda::HostBuffer(2 * size_t(kMaxDecodeBatch) * sizeof(int32_t), "decode ids");
   host_logits_ = cuda::HostBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),
                                   "decode logits");
+  const auto env_on = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v && *v != '0';
+  };
+  if ((copts.persistent_decode || env_on("MAMBA_PERSISTENT")) && !env_on("MAMBA_NO_PERSISTENT"))
+    setup_persistent();
   prefill_batch_.n_seq = 1;
   prefill_batch_.start = seq_.as<int32_t>();
   prefill_batch_.slots = seq_.as<int32_t>() + 2;
@@ -342,6 +360,61 @@ cuda::StateRef CudaBackend::conv_state(int il) const {
 cuda::StateRef CudaBackend::ssm_state(int il) const {
   const int64_t conv_all = c_.n_layer * (c_.d_conv - 1) * c_.conv_dim();
   return {state_.as<float>() + conv_all + int64_t(il) * c_.d_inner * c_.d_state, slot_floats_};
+}
+
+// The persistent decode step takes Mamba-1 (not Falcon-Mamba, whose dt, B and C are normed
+// between x_proj and the scan) with all four projections in one 16-bit dtype, where its shapes
+// and shared memory fit (persistent_decode_unsupported); everything else keeps the per-kernel
+// path.
+void CudaBackend::setup_persistent() {
+  if (c_.arch != Arch::Mamba1 || c_.dt_b_c_rms) return;
+  const gguf::DType t = layers_[0].in_proj.dtype;
+  if (t != gguf::DType::F16 && t != gguf::DType::BF16) return;
+  for (const DeviceLayer& d : layers_)
+    for (const DeviceMatrix* m : {&d.in_proj, &d.x_proj, &d.dt_proj, &d.out_proj})
+      if (m->dtype != t) return;
+  cuda::PersistentDecodeConfig& p = pcfg_;
+  p.n_layer = int(c_.n_layer);
+  p.d_model = int(c_.d_model);
+  p.d_inner = int(c_.d_inner);
+  p.d_state = int(c_.d_state);
+  p.d_conv = int(c_.d_conv);
+  p.dt_rank = int(c_.dt_rank);
+  p.norm_eps = c_.norm_eps;
+  p.bf16 = t == gguf::DType::BF16;
+  const DeviceLayer& l0 = layers_[0];
+  p.split[0] = cuda::linear_decode_split(l0.in_proj);
+  p.split[1] = cuda::linear_decode_split(l0.x_proj);
+  p.split[2] = cuda::linear_decode_split(l0.dt_proj);
+  p.split[3] = cuda::linear_decode_split(l0.out_proj);
+  const std::string why = cuda::persistent_decode_unsupported(p);
+  if (!why.empty()) return;
+  // State slices must keep the scan step's 16-byte accesses.
+  if (slot_floats_ % 4 != 0 || (ssm_state(0).base - state_.as<float>()) % 4 != 0) return;
+  std::vector<cuda::PersistentDecodeLayer> host(layers_.size());
+  for (size_t il = 0; il < layers_.size(); il++) {
+    const DeviceLayer& d = layers_[il];
+    cuda::PersistentDecodeLayer& h = host[il];
+    h.proj[0] = d.in_proj.data;
+    h.proj[1] = d.x_proj.data;
+    h.proj[2] = d.dt_proj.data;
+    h.proj[3] = d.out_proj.data;
+    h.in_proj_b = ptr_or_null(d.in_proj_b);
+    h.out_proj_b = ptr_or_null(d.out_proj_b);
+    h.norm_w = d.attn_norm.as<float>();
+    h.conv_w = d.conv_w.as<float>();
+    h.conv_b = ptr_or_null(d.conv_b);
+    h.dt_bias = d.dt_bias.as<float>();
+    h.A = d.A.as<float>();
+    h.D = d.D.as<float>();
+    h.conv_state = conv_state(int(il));
+    h.ssm_state = ssm_state(int(il));
+  }
+  p_layers_ = upload(host.data(), host.size() * sizeof(host[0]), "persistent decode layer table");
+  p_part_ = DeviceBuffer(cuda::persistent_decode_part_floats(p) * sizeof(float),
+                         "persistent decode partial sums");
+  p_sync_ = DeviceBuffer(sizeof(unsigned), "persistent decode barrier");
+  persistent_ = true;
 }
 
 // ---- slots ------------------------------------------------------------------------------------
@@ -513,6 +586,32 @@ void CudaBackend::forward(int n, bool decode) {
   float* xn = xn_.as<float>();
   cuda::embedding(token_embd_.data, token_embd_.dtype, c_.n_vocab, DM, tokens_.as<int32_t>(), n,
                   h, stream_);
+  if (decode && persistent_ && n <= cuda::kPersistentMaxRows) {
+    cuda::PersistentDecodeArgs a;
+    a.layers = p_layers_.as<cuda::PersistentDecodeLayer>();
+    a.n = n;
+    a.slots = slots_.as<int32_t>();
+    a.h = h;
+    a.out = out_.as<float>();
+    a.xc = xc_.as<float>();
+    a.z = dt_.as<float>();  // the per-kernel path's dt_proj output, unused here
+    a.y = y_.as<float>();
+    a.part = p_part_.as<float>();
+    a.sync = p_sync_.as<unsigned>();
+    cuda::persistent_decode(pcfg_, a, stream_);
+  } else {
+    layers(n, decode);
+  }
+  // A decode step's LM head reads all n rows (see decode_batch); a prefill's takes row ranges
+  // and rounds them itself.
+  cuda::rmsnorm_residual(h, out_.as<float>(), output_norm_.as<float>(), n, DM, c_.norm_eps, xn,
+                         decode ? rounded_input(output_, true, n) : cuda::Out16{}, stream_);
+}
+
+void CudaBackend::layers(int n, bool decode) {
+  const int DM = int(c_.d_model);
+  float* h = h_.as<float>();
+  float* xn = xn_.as<float>();
   for (int il = 0; il < int(c_.n_layer); il++) {
     const DeviceLayer& w = layers_[size_t(il)];
     cuda::rmsnorm_residual(h, il == 0 ? nullptr : out_.as<float>(), w.attn_norm.as<float>(), n,
@@ -522,10 +621,6 @@ void CudaBackend::forward(int n, bool decode) {
     else
       mamba2_mixer(il, n, decode);
   }
-  // A decode step's LM head reads all n rows (see decode_batch); a prefill's takes row ranges
-  // and rounds them itself.
-  cuda::rmsnorm_residual(h, out_.as<float>(), output_norm_.as<float>(), n, DM, c_.norm_eps, xn,
-                         decode ? rounded_input(output_, true, n) : cuda::Out16{}, stream_);
 }
 
 void CudaBackend::proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
@@ -687,6 +782,11 @@ std::span<const float> CudaBackend::decode_view(std::span<const int> slots,
 std::unique_ptr<Backend> make_cuda_backend(const Model& model, const BackendOptions& opts,
                                            const CudaOptions& cuda) {
   return std::make_unique<CudaBackend>(model, opts, cuda);
+}
+
+bool cuda_persistent_decode(const Backend& b) {
+  const auto* c = dynamic_cast<const CudaBackend*>(&b);
+  return c && c->runs_persistent();
 }
 
 }  // namespace mamba

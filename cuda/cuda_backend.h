@@ -18,11 +18,19 @@ namespace mamba {
 struct CudaOptions {
   bool graphs = true;            // decode through captured CUDA graphs (false: plain launches)
   int max_prefill_tokens = 512;  // rows per forward pass; longer prompts go through in pieces
+  // Mamba-1 decode steps of up to 8 rows with 16-bit weights run every layer in one persistent
+  // kernel (cuda/persistent_decode.cuh; the same bits as the per-kernel path). Off until it
+  // has run on a GPU; MAMBA_PERSISTENT=1 turns it on, MAMBA_NO_PERSISTENT=1 off, whatever
+  // this says, for timing both paths with one build.
+  bool persistent_decode = false;
 };
 
 // opts.device is "cuda" or "cuda:N" (device N). Throws mamba::Error when no device is usable
 // or the model does not fit ("out of GPU memory allocating <what> ...").
 std::unique_ptr<Backend> make_cuda_backend(const Model& model, const BackendOptions& opts,
                                            const CudaOptions& cuda = {});
+
+// Whether b is a CUDA backend whose decode steps of up to 8 rows run the persistent kernel.
+bool cuda_persistent_decode(const Backend& b);
 
 }  // namespace mamba

@@ -1,4 +1,5 @@
 #include "linear_decode.cuh"
+#include "mma.cuh"
 
 #include <cooperative_groups.h>
 
@@ -10,45 +11,6 @@ namespace {
 
 constexpr int kWarps = kLinearDecodeWarps;
 constexpr int kChunk = 32;  // K values per warp per chunk: 8 per lane column group
-
-// Two floats rounded to a 16-bit pair in one 32-bit register (low half = first value).
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float a, float b);
-template <>
-__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
-  const __half2 h = __floats2half2_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-// D += A (16x16, row-major) * B (16x8, column-major), float32 accumulators.
-template <typename T>
-__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma16816<__half>(float (&d)[4], uint32_t a0, uint32_t a1,
-                                                 uint32_t a2, uint32_t a3, uint32_t b0,
-                                                 uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], uint32_t a0, uint32_t a1,
-                                                        uint32_t a2, uint32_t a3, uint32_t b0,
-                                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 // 8 consecutive weights W[row][k .. k+8) as 4 packed pairs; zeros at or past `kend` or M.
 template <typename T>
@@ -650,10 +612,9 @@ MmaArgs mma_args(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
   p.y = y;
   p.ldy = ldy;
   p.bias = bias;
-  p.splits = splits_for(W);
-  const int64_t chunks = ceil_div(W.cols, kChunk);
-  p.chunks_per_split = ceil_div(chunks, p.splits);
-  p.splits = int(ceil_div(chunks, p.chunks_per_split));  // no empty slice
+  const LinearDecodeSplit split = linear_decode_split(W);
+  p.splits = split.splits;
+  p.chunks_per_split = split.chunks_per_split;
   p.x16 = ws.x16;
   p.y16 = y16;
   p.conv = conv;
@@ -735,6 +696,14 @@ void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* 
 }
 
 }  // namespace
+
+LinearDecodeSplit linear_decode_split(const DeviceMatrix& W) {
+  const int64_t chunks = ceil_div(W.cols, kChunk);
+  LinearDecodeSplit s;
+  s.chunks_per_split = ceil_div(chunks, splits_for(W));
+  s.splits = int(ceil_div(chunks, s.chunks_per_split));  // no empty slice
+  return s;
+}
 
 LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n) {
   LinearDecodeNeeds need;

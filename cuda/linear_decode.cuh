@@ -35,6 +35,18 @@ struct LinearDecodeWorkspace {
 struct LinearDecodeNeeds {
   size_t x16_elems = 0;
 };
+// How linear_decode cuts W's K range, a function of W's shape (and of the device having
+// thread-block clusters) alone: `splits` slices of `chunks_per_split` 32-wide chunks (the last
+// may be shorter), each slice's chunks interleaved over kLinearDecodeWarps warps. An output is
+// ((0 + S_0) + S_1) + ... over the slices (S_0 alone when there is one), S_s being
+// ((P_0 + P_1) + P_2) + P_3 over the warps' partial sums, then + bias (or + 0). The persistent
+// decode step (persistent_decode.cuh) reproduces this order.
+struct LinearDecodeSplit {
+  int splits = 1;
+  int64_t chunks_per_split = 0;
+};
+LinearDecodeSplit linear_decode_split(const DeviceMatrix& W);
+
 // What linear_decode needs for this weight and up to n rows (zeros when it needs nothing).
 LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n);
 

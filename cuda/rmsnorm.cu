@@ -7,7 +7,7 @@ namespace {
 // it requests before the reduction) in registers, so the second pass waits for no memory; any
 // further values (rows wider than kKeep * blockDim.x) are read again from L2. The sum and the
 // products are the same either way.
-constexpr int kKeep = 8;
+constexpr int kKeep = kRmsNormKeep;
 __global__ void rmsnorm_residual_kernel(float* __restrict__ h, const float* __restrict__ delta,
                                         const float* __restrict__ w, int d, float eps,
                                         float* __restrict__ out, Out16 out16) {
@@ -61,7 +61,7 @@ void rmsnorm_residual(float* h, const float* delta, const float* w, int n, int d
   require(n >= 0 && d > 0, "rmsnorm_residual", "bad shape");
   require(out != h && out != delta, "rmsnorm_residual", "out aliases an input");
   if (n == 0) return;
-  const int threads = d >= 1024 ? 512 : d >= 256 ? 256 : 128;
+  const int threads = rmsnorm_threads(d);
   launch_pdl(rmsnorm_residual_kernel, dim3(n), dim3(threads), 0, stream, h, delta, w, d, eps, out,
              out16);
   CUDA_CHECK(cudaGetLastError());

@@ -9,6 +9,12 @@
 
 namespace mamba::cuda {
 
+// The kernel's block width for rows of d values, and how many values of its row each thread
+// keeps in registers between the sum of squares and the scaling. The persistent decode step
+// (persistent_decode.cu) norms with the same widths, so its sums are the same.
+inline int rmsnorm_threads(int d) { return d >= 1024 ? 512 : d >= 256 ? 256 : 128; }
+constexpr int kRmsNormKeep = 8;
+
 // For each of the n rows:
 //   h     (n, d) float32, updated in place: h += delta   (skipped when delta is null)
 //   out   (n, d) float32 = h / sqrt(mean(h^2) + eps) * w

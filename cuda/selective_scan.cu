@@ -156,7 +156,6 @@ template <int V>
 __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t* __restrict__ slots,
                                            int log2_L) {
   pdl_start();
-  using Vec = std::conditional_t<V == 4, float4, float>;
   const int L = 1 << log2_L;
   const int g = int((blockIdx.x * blockDim.x + threadIdx.x) >> log2_L);  // channel
   const int j = int(threadIdx.x) & (L - 1);
@@ -173,33 +172,9 @@ __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t*
   const float z = p.z[row * int(p.ldz) + c], Dc = p.D[c];  // for the gate, requested early
   // dt = softplus(dt + dt_bias)
   const float dt = softplus(p.dt[xi] + p.dt_bias[c]);
-  const float dtx = dt * x;
-  float acc = 0.0f;
-  static_assert(kMaxScanState <= 2 * 32, "two rounds of V * L >= 32 entries");
-#pragma unroll
-  for (int round = 0; round < 2; round++) {
-    const int n = V * (j + (round << log2_L));
-    if (n >= N) break;
-    Vec s = *reinterpret_cast<const Vec*>(st + n);
-    const Vec a = *reinterpret_cast<const Vec*>(A + n);
-    const Vec b = *reinterpret_cast<const Vec*>(B + n);
-    const Vec cc = *reinterpret_cast<const Vec*>(C + n);
-    float* sv = reinterpret_cast<float*>(&s);
-    const float* av = reinterpret_cast<const float*>(&a);
-    const float* bv = reinterpret_cast<const float*>(&b);
-    const float* cv = reinterpret_cast<const float*>(&cc);
-#pragma unroll
-    for (int i = 0; i < V; i++) {
-      // h = exp(dt * A) * h + dt * B * x;  y += h . C
-      sv[i] = expf(dt * av[i]) * sv[i] + dtx * bv[i];
-      acc += sv[i] * cv[i];
-    }
-    if (valid) *reinterpret_cast<Vec*>(st + n) = s;
-  }
-  for (int o = L / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  const float acc = selective_scan_step_lanes<V>(st, A, B, C, N, dt, dt * x, j, log2_L, valid);
   if (valid && j == 0) {
-    // y = (h . C + D * x) * silu(z)
-    const float yv = (acc + Dc * x) * silu(z);
+    const float yv = selective_scan_output(acc, Dc, x, z);
     p.y[xi] = yv;
     if (p.y16.data) store16(p.y16, row, c, p.d_inner, yv);
   }

@@ -8,6 +8,8 @@
 // The state is float32 (d_inner, d_state) per slot.
 #pragma once
 
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace mamba::cuda {
@@ -31,6 +33,53 @@ struct SelectiveScanParams {
   float* y = nullptr;              // (n_tok, d_inner); must not overlap the inputs
   Out16 y16;                       // (n_tok, d_inner) 16-bit copy of y, when y16.data is set
 };
+
+#ifdef __CUDACC__
+// The decode step of one (row, channel) by a group of L = 1 << log2_L consecutive lanes (L a
+// power of two, at most 32; all 32 lanes of the warp call it): lane j owns the V consecutive
+// state entries at V*j and V*(j + L) (the entries past N are skipped; V * L >= N / 2), and
+// updates them in place unless !valid (a lane whose group has no channel still shuffles).
+// Returns h . C, the same on every lane of the group: each lane's entries in order, then a
+// fixed butterfly over the group. st, A (the channel's rows), B and C are 16-byte aligned
+// when V = 4. selective_scan_step and the persistent decode step both call this, so a row's
+// state and output are the same bits whichever kernel steps it.
+template <int V>
+__device__ __forceinline__ float selective_scan_step_lanes(float* st, const float* A,
+                                                           const float* B, const float* C, int N,
+                                                           float dt, float dtx, int j, int log2_L,
+                                                           bool valid) {
+  using Vec = std::conditional_t<V == 4, float4, float>;
+  float acc = 0.0f;
+  static_assert(kMaxScanState <= 2 * 32, "two rounds of V * L >= 32 entries");
+#pragma unroll
+  for (int round = 0; round < 2; round++) {
+    const int n = V * (j + (round << log2_L));
+    if (n >= N) break;
+    Vec s = *reinterpret_cast<const Vec*>(st + n);
+    const Vec a = *reinterpret_cast<const Vec*>(A + n);
+    const Vec b = *reinterpret_cast<const Vec*>(B + n);
+    const Vec cc = *reinterpret_cast<const Vec*>(C + n);
+    float* sv = reinterpret_cast<float*>(&s);
+    const float* av = reinterpret_cast<const float*>(&a);
+    const float* bv = reinterpret_cast<const float*>(&b);
+    const float* cv = reinterpret_cast<const float*>(&cc);
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+      // h = exp(dt * A) * h + dt * B * x;  y += h . C
+      sv[i] = expf(dt * av[i]) * sv[i] + dtx * bv[i];
+      acc += sv[i] * cv[i];
+    }
+    if (valid) *reinterpret_cast<Vec*>(st + n) = s;
+  }
+  for (int o = (1 << log2_L) / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  return acc;
+}
+
+// y = (h . C + D * x) * silu(z)
+__device__ __forceinline__ float selective_scan_output(float hc, float Dc, float x, float z) {
+  return (hc + Dc * x) * silu(z);
+}
+#endif
 
 // Prefill: parallel over (channel, sequence), each block scanning its channel's time axis in
 // chunks of 256 steps with a block-wide parallel scan of the linear recurrence.

@@ -40,7 +40,7 @@ std::unique_ptr<Backend> backend(const mamba::Model& m, const std::string& devic
   o.device = device;
   o.n_slots = n_slots;
   o.n_threads = 0;
-  if (device == "cuda" && (!co.graphs || co.max_prefill_tokens != 512))
+  if (device == "cuda" && (!co.graphs || co.max_prefill_tokens != 512 || co.persistent_decode))
     return mamba::make_cuda_backend(m, o, co);
   return mamba::make_backend(m, o);
 }
@@ -139,6 +139,24 @@ std::vector<Variant> variants() {
   add("mamba1 d_model 768 f32", [](auto& o) {
     o.d_model = 768;
     o.n_vocab = 1024;
+  });
+  // Mamba-1 with 16-bit weights whose shapes the persistent decode step takes (every K a
+  // multiple of 8): dt_rank 8; mamba-130m's widths with biases; mamba-1.4b's widths.
+  add("mamba1 d_model 128 f16", [](auto& o) {
+    o.d_model = 128;
+    o.dtype = DType::F16;
+  });
+  add("mamba1 d_model 768 bias untied bf16", [](auto& o) {
+    o.d_model = 768;
+    o.n_vocab = 1024;
+    o.proj_bias = true;
+    o.tied = false;
+    o.dtype = DType::BF16;
+  });
+  add("mamba1 d_model 2048 f16", [](auto& o) {
+    o.d_model = 2048;
+    o.n_vocab = 1024;
+    o.dtype = DType::F16;
   });
   add("mamba2 d_model 512 P64 N128 f32", [](auto& o) {
     o.arch = Arch::Mamba2;
@@ -332,7 +350,7 @@ TEST_CASE("state slots: reset, copy, save/load, batched decode, CPU interchange"
 TEST_CASE("batch invariance: every row of a batched decode equals the same step alone") {
   if (no_device()) return;
   for (const Variant& v : variants()) {
-    if (quick() && v.name != "mamba1 f16") continue;
+    if (quick() && v.name != "mamba1 f16" && v.name != "mamba1 d_model 128 f16") continue;
     INFO("model ", v.name);
     const auto model = write_and_load(v);
     const int kSeq = 70;
@@ -375,6 +393,57 @@ TEST_CASE("batch invariance: every row of a batched decode equals the same step 
       CHECK(differ == 0);
     }
   }
+}
+
+// The persistent decode step (every layer in one kernel, up to 8 rows) against the per-kernel
+// layers: the same logits and states, bit for bit, plain steps and graph replays, at every
+// row count it takes, rows in shuffled slots.
+TEST_CASE("persistent decode: the same bits as the per-kernel layers") {
+  if (no_device()) return;
+  int ran = 0;
+  for (const Variant& v : variants()) {
+    if (v.o.arch != Arch::Mamba1 || v.o.falcon || v.o.dtype == DType::F32) continue;
+    if (quick() && v.name != "mamba1 d_model 128 f16") continue;
+    INFO("model ", v.name);
+    const auto model = write_and_load(v);
+    const int kSlots = 12;
+    auto fused = backend(*model, "cuda", kSlots, mamba::CudaOptions{true, 512, true});
+    auto layered = backend(*model, "cuda", kSlots);
+    REQUIRE_FALSE(mamba::cuda_persistent_decode(*layered));
+    if (!mamba::cuda_persistent_decode(*fused)) {
+      MESSAGE(v.name, ": the persistent step does not take this shape");
+      continue;
+    }
+    ran++;
+    const int64_t V = model->config().n_vocab;
+    std::vector<float> lf, ll;
+    for (int s = 0; s < kSlots; s++) {
+      const auto p = random_tokens(1 + 7 * s, V);
+      fused->prefill(s, p, false, lf);
+      layered->prefill(s, p, false, ll);
+      REQUIRE(lf == ll);
+    }
+    int64_t differ = 0;
+    // Each size three times: plain launches, the graph's capture, a replay.
+    for (int n : {1, 1, 1, 3, 3, 3, 8, 8, 8, 5, 2}) {
+      std::vector<int> slots(kSlots);
+      for (int i = 0; i < kSlots; i++) slots[size_t(i)] = i;
+      std::shuffle(slots.begin(), slots.end(), rng());
+      slots.resize(size_t(n));
+      const auto toks = random_tokens(n, V);
+      fused->decode(slots, toks, lf);
+      layered->decode(slots, toks, ll);
+      differ += lf != ll;
+    }
+    for (int s = 0; s < kSlots; s++) {
+      std::vector<uint8_t> a, b;
+      fused->save_slot(s, a);
+      layered->save_slot(s, b);
+      differ += a != b;
+    }
+    report("persistent decode vs per-kernel layers", v.name, differ == 0 ? 0.0 : 1.0, 0.0);
+  }
+  CHECK(ran > 0);
 }
 
 // ---- fixtures: checkpoints converted with mamba-convert ------------------------------------

@@ -1,0 +1,547 @@
+#include "persistent_decode.cuh"
+
+#include <algorithm>
+
+#include "conv1d.cuh"
+#include "mma.cuh"
+#include "rmsnorm.cuh"
+#include "selective_scan.cuh"
+
+namespace mamba::cuda {
+namespace {
+
+constexpr int kWarps = 16;  // per block, one block per SM
+constexpr int kThreads = kWarps * 32;
+constexpr int kRing = 8;     // weight chunks in flight per warp (1 KiB each)
+constexpr int kChunk = 32;   // K values of a chunk, as in linear_decode
+constexpr int kResidues = kLinearDecodeWarps;  // linear_decode's warps per K slice
+enum Phase { kIn = 0, kX = 1, kDt = 2, kOut = 3, kPhases = 4 };
+
+// One projection's walk, the same in every layer. A unit is what one warp multiplies in one go:
+// for in_proj, x_proj and out_proj one of linear_decode's warps, (16-row tile, K slice,
+// residue w), which takes chunks ch0 + w, ch0 + w + 4, ... of the slice and leaves its partial
+// sums in the workspace; for dt_proj a whole 16-row tile (one slice; the warp keeps the four
+// residues' sums apart and adds them itself), whose 16 channels the same warp then scans.
+struct ProjShape {
+  int M = 0, K = 0;
+  int tiles = 0, splits = 1, cps = 0, nch = 0;
+  int units = 0;
+  int mpad = 0;  // tiles * 16: rows of a partial-sum plane
+};
+
+struct Params {
+  PersistentDecodeConfig cfg;
+  PersistentDecodeArgs a;
+  ProjShape sh[kPhases];
+  int units_layer = 0;        // units of one layer, all phases
+  int before[kPhases] = {};   // units of the layer's earlier phases
+  int total_warps = 0;
+  int norm_threads = 0;       // rmsnorm_residual's block width for d_model
+  int xs_pitch = 0;           // 16-bit values per row of the staged activations
+  int e_pitch = 0;            // floats per row of dt_low | B | C
+  int log2_L = 0;             // scan lanes per channel, as selective_scan_step picks
+};
+
+// Unit u of phase ph: its tile, first chunk, chunk stride and chunk count.
+struct Unit {
+  int tile, slice, w, ch0, step, count;
+};
+__device__ __forceinline__ Unit unit_of(const ProjShape& s, int ph, int u) {
+  Unit r;
+  if (ph == kDt) {
+    r = {u, 0, 0, 0, 1, s.nch};
+    return r;
+  }
+  r.tile = u / (s.splits * kResidues);
+  const int rem = u % (s.splits * kResidues);
+  r.slice = rem / kResidues;
+  r.w = rem % kResidues;
+  const int ch0 = r.slice * s.cps, ch1 = min(s.nch, ch0 + s.cps);
+  r.ch0 = ch0 + r.w;
+  r.step = kResidues;
+  r.count = ch1 - ch0 > r.w ? (ch1 - ch0 - r.w + kResidues - 1) / kResidues : 0;
+  return r;
+}
+
+// The first unit of (layer, phase) that warp `wid` takes; it then takes every total_warps-th.
+// The start rotates with the units before it in the step, so the warps left without a unit in
+// one phase take the first ones of the next.
+__device__ __forceinline__ int first_unit(const Params& p, int wid, int layer, int ph) {
+  const int64_t rot = (int64_t(layer) * p.units_layer + p.before[ph]) % p.total_warps;
+  return int((wid - rot + p.total_warps) % p.total_warps);
+}
+
+// 16 bytes global -> shared, not through registers; zeros when !valid.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = unsigned(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// A warp's weight stream: every chunk of every unit it takes, layer by layer, phase by phase,
+// in the order it multiplies them. Lane (g, c) copies the 16 bytes of rows g and g + 8 of the
+// unit's tile at K = 32 ch + 8c (its own mma fragments, so no other lane reads them), into
+// slot s of its warp's ring: [kRing][row half 2][lane 32] x 16 bytes.
+struct Stream {
+  int layer = 0, ph = 0, u = 0, i = 0;
+  Unit unit{};
+  uint4* ring = nullptr;  // this warp's kRing * 64 slots
+  int issued = 0, taken = 0;
+
+  // Moves to the first chunk at or after unit u of (layer, ph) (layer == n_layer: the end).
+  __device__ void settle(const Params& p, int wid) {
+    while (layer < p.cfg.n_layer) {
+      const ProjShape& s = p.sh[ph];
+      for (; u < s.units; u += p.total_warps) {
+        unit = unit_of(s, ph, u);
+        if (unit.count > 0) return;
+      }
+      if (++ph == kPhases) ph = 0, layer++;
+      if (layer < p.cfg.n_layer) u = first_unit(p, wid, layer, ph);
+    }
+  }
+  __device__ void start(const Params& p, int wid, uint4* ring_base) {
+    ring = ring_base;
+    u = first_unit(p, wid, 0, 0);
+    settle(p, wid);
+  }
+  // Requests the next chunk of the stream into its slot (one commit group, empty at the end).
+  template <typename T>
+  __device__ void issue(const Params& p, int wid, int lane) {
+    if (layer < p.cfg.n_layer) {
+      const ProjShape& s = p.sh[ph];
+      const T* W = static_cast<const T*>(p.a.layers[layer].proj[ph]);
+      const int g = lane / 4, c = lane % 4;
+      const int k = (unit.ch0 + unit.step * i) * kChunk + 8 * c;
+      uint4* slot = ring + (issued % kRing) * 64;
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int row = unit.tile * 16 + g + 8 * h;
+        const bool ok = row < s.M && k < s.K;
+        cp_async16(slot + h * 32 + lane, ok ? W + int64_t(row) * s.K + k : W, ok);
+      }
+      if (++i == unit.count) {
+        i = 0;
+        u += p.total_warps;
+        settle(p, wid);
+      }
+    }
+    cp_async_commit();
+    issued++;
+  }
+  // The next chunk's fragments: a[0] row g, a[1] row g + 8, 8 K values each as 4 pairs.
+  __device__ void take(uint32_t (&a)[2][4], int lane) {
+    cp_async_wait<kRing - 1>();
+    const uint4* slot = ring + (taken % kRing) * 64;
+    const uint4 r0 = slot[lane], r1 = slot[32 + lane];
+    a[0][0] = r0.x, a[0][1] = r0.y, a[0][2] = r0.z, a[0][3] = r0.w;
+    a[1][0] = r1.x, a[1][1] = r1.y, a[1][2] = r1.z, a[1][3] = r1.w;
+    taken++;
+  }
+};
+
+// The mma of one chunk: acc += W[16 rows, 32 K] x[8 rows, 32 K]^T, as linear_decode's
+// one-sequence kernel does it (two k16 steps over a permutation of the chunk's K).
+template <typename T>
+__device__ __forceinline__ void chunk_mma(float (&acc)[4], const uint32_t (&a)[2][4],
+                                          const uint32_t (&b)[4]) {
+  mma16816<T>(acc, a[0][0], a[1][0], a[0][1], a[1][1], b[0], b[1]);
+  mma16816<T>(acc, a[0][2], a[1][2], a[0][3], a[1][3], b[2], b[3]);
+}
+
+// Lane (g, c)'s activation fragment of chunk ch: row g's K values 32 ch + 8c .. + 8, from the
+// staged activations (zeros for rows past n).
+__device__ __forceinline__ void x_fragment(const uint16_t* xs, int pitch, int n, int g, int c,
+                                           int ch, uint32_t (&b)[4]) {
+  uint4 v = make_uint4(0, 0, 0, 0);
+  if (g < n) v = *reinterpret_cast<const uint4*>(xs + g * pitch + ch * kChunk + 8 * c);
+  b[0] = v.x, b[1] = v.y, b[2] = v.z, b[3] = v.w;
+}
+
+template <typename T>
+__device__ __forceinline__ uint16_t to16(float v) {
+  const T h = T(v);  // round to nearest even, as pack2 does
+  return *reinterpret_cast<const uint16_t*>(&h);
+}
+
+// Rows [0, n) of src (ld floats apart), K values each, rounded to T into the staged
+// activations, zeros up to the next multiple of 32. src is written by other blocks: read
+// through L2.
+template <typename T>
+__device__ void stage(uint16_t* xs, int pitch, int n, const float* src, int ld, int K) {
+  const int Kp = (K + kChunk - 1) / kChunk * kChunk;
+  for (int e = int(threadIdx.x); e < n * Kp; e += kThreads) {
+    const int r = e / Kp, k = e % Kp;
+    xs[r * pitch + k] = to16<T>(k < K ? __ldcg(src + int64_t(r) * ld + k) : 0.0f);
+  }
+}
+
+// Output (row, col) of a projection from its units' partial sums, in linear_decode's order:
+// per slice ((P0 + P1) + P2) + P3 over the residues; one slice alone, else
+// ((0 + S0) + S1) + ...; then + bias (or + 0).
+__device__ __forceinline__ float reduce_out(const float* part, const ProjShape& s, int row,
+                                            int col, const float* bias) {
+  const auto P = [&](int slice, int w) {
+    return __ldcg(part + ((int64_t(slice) * kResidues + w) * s.mpad + row) * 8 + col);
+  };
+  const auto S = [&](int slice) {
+    float v = P(slice, 0);
+#pragma unroll
+    for (int w = 1; w < kResidues; w++) v = v + P(slice, w);
+    return v;
+  };
+  float v;
+  if (s.splits == 1) {
+    v = S(0);
+  } else {
+    v = 0.0f;
+    for (int sl = 0; sl < s.splits; sl++) v += S(sl);
+  }
+  return v + (bias ? bias[row] : 0.0f);
+}
+
+// Every unit this warp takes of a projection phase (in_proj, x_proj, out_proj): the chunks'
+// products from the ring, the unit's partial sums to the workspace, plane (slice, residue).
+template <typename T>
+__device__ void proj_phase(const Params& p, Stream& st, int ph, int layer, const uint16_t* xs,
+                           int wid, int lane) {
+  const ProjShape& s = p.sh[ph];
+  const int g = lane / 4, c = lane % 4;
+  for (int u = first_unit(p, wid, layer, ph); u < s.units; u += p.total_warps) {
+    const Unit un = unit_of(s, ph, u);
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < un.count; i++) {
+      uint32_t a[2][4], b[4];
+      st.take(a, lane);
+      x_fragment(xs, p.xs_pitch, p.a.n, g, c, un.ch0 + un.step * i, b);
+      chunk_mma<T>(acc, a, b);
+      st.issue<T>(p, wid, lane);  // the slot just read, refilled
+    }
+    // acc = {(r, q), (r, q + 1), (r + 8, q), (r + 8, q + 1)}, feature r = g, batch row q = 2c.
+    float* out = p.a.part + ((int64_t(un.slice) * kResidues + un.w) * s.mpad + un.tile * 16) * 8;
+    *reinterpret_cast<float2*>(out + g * 8 + 2 * c) = make_float2(acc[0], acc[1]);
+    *reinterpret_cast<float2*>(out + (g + 8) * 8 + 2 * c) = make_float2(acc[2], acc[3]);
+  }
+}
+
+// A barrier across the whole grid (every block resident: one per SM, checked at launch). The
+// counter was zeroed before the launch; `target` counts the barriers passed times the grid.
+// Writes before it are visible after it to reads through L2 (__ldcg): L1 is not coherent.
+__device__ __forceinline__ void grid_barrier(unsigned* count, unsigned& target) {
+  __syncthreads();
+  target += gridDim.x;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(count, 1u);
+    unsigned seen = 0, spins = 0;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(seen) : "l"(count) : "memory");
+      // A grid that is not all resident would wait forever: fail the launch instead (about a
+      // second of spinning; a barrier normally takes a microsecond).
+      if (++spins == (1u << 24)) __trap();
+    } while (seen < target);
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Params p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const PersistentDecodeConfig& cfg = p.cfg;
+  const PersistentDecodeArgs& a = p.a;
+  const int t = int(threadIdx.x), warp = t / 32, lane = t % 32, g = lane / 4, c = lane % 4;
+  const int wid = int(blockIdx.x) * kWarps + warp;
+  const int gtid = int(blockIdx.x) * kThreads + t, gthreads = int(gridDim.x) * kThreads;
+  const int n = a.n, DM = cfg.d_model, DI = cfg.d_inner, N = cfg.d_state, R = cfg.dt_rank;
+  const int E = R + 2 * N;
+
+  // Shared memory: the rings, the staged 16-bit activations (n, xs_pitch), dt_low | B | C
+  // (n, e_pitch) floats, each warp's dt tile (16 channels x 8 rows), the norm's scratch.
+  uint4* rings = reinterpret_cast<uint4*>(smem);
+  uint16_t* xs = reinterpret_cast<uint16_t*>(rings + kWarps * kRing * 64);
+  float* dbl = reinterpret_cast<float*>(xs + n * p.xs_pitch);
+  float* dts = dbl + n * p.e_pitch + warp * 16 * 8;
+  float* scratch = dbl + n * p.e_pitch + kWarps * 16 * 8;
+
+  // The first kRing chunks of this warp's stream are requested before anything else.
+  Stream st;
+  st.start(p, wid, rings + warp * kRing * 64);
+  for (int s = 0; s < kRing; s++) st.issue<T>(p, wid, lane);
+
+  unsigned target = 0;
+  for (int l = 0; l < cfg.n_layer; l++) {
+    const PersistentDecodeLayer& lw = a.layers[l];
+
+    // ---- P1: xn = RMSNorm(h) * w, as rmsnorm_residual computes it with norm_threads threads
+    // (the residual was added by the previous layer's P6), rounded to T for in_proj.
+    const int B = p.norm_threads;
+    for (int r = 0; r < n; r++) {
+      const float* hr = a.h + int64_t(r) * DM;
+      constexpr int kKeep = kRmsNormKeep;
+      float keep[kKeep];
+      float ss = 0.0f;
+      if (t < B) {
+#pragma unroll
+        for (int i = 0; i < kKeep; i++) {
+          const int j = t + i * B;
+          keep[i] = j < DM ? __ldcg(hr + j) : 0.0f;
+          if (j < DM) ss += keep[i] * keep[i];
+        }
+        for (int j = t + kKeep * B; j < DM; j += B) {
+          const float v = __ldcg(hr + j);
+          ss += v * v;
+        }
+      }
+      ss = block_sum(ss, scratch);  // threads from B on add zeros, as absent warps would
+      const float scale = rsqrtf(ss / float(DM) + cfg.norm_eps);
+      if (t < B) {
+#pragma unroll
+        for (int i = 0; i < kKeep; i++) {
+          const int j = t + i * B;
+          if (j < DM) xs[r * p.xs_pitch + j] = to16<T>(keep[i] * scale * lw.norm_w[j]);
+        }
+        for (int j = t + kKeep * B; j < DM; j += B)
+          xs[r * p.xs_pitch + j] = to16<T>(__ldcg(hr + j) * scale * lw.norm_w[j]);
+      }
+      const int Kp = (DM + kChunk - 1) / kChunk * kChunk;
+      for (int j = DM + t; j < Kp; j += kThreads) xs[r * p.xs_pitch + j] = 0;
+    }
+    __syncthreads();
+    // xz = xn @ in_proj.T
+    proj_phase<T>(p, st, kIn, l, xs, wid, lane);
+    grid_barrier(a.sync, target);
+
+    // ---- P2: x, z = xz (+ bias); x = silu(conv1d(conv_state ++ x) + conv_b), state shifted.
+    {
+      Conv1dParams cp;
+      cp.w = lw.conv_w;
+      cp.b = lw.conv_b;
+      cp.state = lw.conv_state;
+      cp.dim = DI;
+      cp.d_conv = cfg.d_conv;
+      cp.out = a.xc;
+      for (int e = gtid; e < n * DI; e += gthreads) {
+        const int r = e / DI, ch = e % DI;
+        const float x = reduce_out(a.part, p.sh[kIn], ch, r, lw.in_proj_b);
+        a.z[e] = reduce_out(a.part, p.sh[kIn], DI + ch, r, lw.in_proj_b);
+        conv1d_step_one(cp, a.slots[r], r, ch, x);
+      }
+    }
+    grid_barrier(a.sync, target);
+
+    // ---- P3: dbl = x @ x_proj.T
+    stage<T>(xs, p.xs_pitch, n, a.xc, DI, DI);
+    __syncthreads();
+    proj_phase<T>(p, st, kX, l, xs, wid, lane);
+    grid_barrier(a.sync, target);
+
+    // ---- P4: dt_low | B | C, summed by every block for itself; dt_low rounded for dt_proj.
+    for (int e = t; e < n * E; e += kThreads) {
+      const int r = e / E, i = e % E;
+      dbl[r * p.e_pitch + i] = reduce_out(a.part, p.sh[kX], i, r, nullptr);
+    }
+    __syncthreads();
+    {
+      const int Kp = (R + kChunk - 1) / kChunk * kChunk;
+      for (int e = t; e < n * Kp; e += kThreads) {
+        const int r = e / Kp, k = e % Kp;
+        xs[r * p.xs_pitch + k] = to16<T>(k < R ? dbl[r * p.e_pitch + k] : 0.0f);
+      }
+    }
+    __syncthreads();
+    {
+      const ProjShape& s = p.sh[kDt];
+      const int L = 1 << p.log2_L, per = 32 >> p.log2_L;  // lanes a channel, channels a pass
+      for (int u = first_unit(p, wid, l, kDt); u < s.units; u += p.total_warps) {
+        // dt = dt_low @ dt_proj.T for the tile's 16 channels: chunk ch is residue ch % 4's, as
+        // in linear_decode's one-sequence kernel; its residues' sums added in order, + 0.
+        float acc[kResidues][4] = {};
+        for (int ch = 0; ch < s.nch; ch++) {
+          uint32_t wa[2][4], b[4];
+          st.take(wa, lane);
+          x_fragment(xs, p.xs_pitch, n, g, c, ch, b);
+          switch (ch % kResidues) {  // (fixed indices: the sums stay in registers)
+            case 0: chunk_mma<T>(acc[0], wa, b); break;
+            case 1: chunk_mma<T>(acc[1], wa, b); break;
+            case 2: chunk_mma<T>(acc[2], wa, b); break;
+            default: chunk_mma<T>(acc[3], wa, b); break;
+          }
+          st.issue<T>(p, wid, lane);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          float v = acc[0][i];
+#pragma unroll
+          for (int w = 1; w < kResidues; w++) v = v + acc[w][i];
+          const int rr = g + (i >= 2 ? 8 : 0), q = 2 * c + (i & 1);
+          dts[rr * 8 + q] = v + 0.0f;
+        }
+        __syncwarp();
+        // The scan step of the tile's channels, L lanes a (channel, row), as
+        // selective_scan_step does it.
+        for (int pair0 = 0; pair0 < 16 * n; pair0 += per) {
+          const int pair = pair0 + (lane >> p.log2_L), j = lane & (L - 1);
+          const int cl = pair % 16, r = pair / 16, ch = u * 16 + cl;
+          const bool valid = pair < 16 * n && ch < DI;
+          const int cc = valid ? ch : 0, rr = valid ? r : 0, cli = valid ? cl : 0;
+          const int xi = rr * DI + cc;
+          const float x = __ldcg(a.xc + xi);
+          // dt = softplus(dt + dt_bias)
+          const float dt = softplus(dts[cli * 8 + rr] + lw.dt_bias[cc]);
+          float* sst = lw.ssm_state.base + int64_t(a.slots[rr]) * lw.ssm_state.slot_stride +
+                       int64_t(cc) * N;
+          const float* Br = dbl + rr * p.e_pitch + R;
+          const float hc = selective_scan_step_lanes<4>(sst, lw.A + int64_t(cc) * N, Br, Br + N,
+                                                        N, dt, dt * x, j, p.log2_L, valid);
+          if (valid && j == 0)
+            a.y[xi] = selective_scan_output(hc, lw.D[cc], x, __ldcg(a.z + xi));
+        }
+        __syncwarp();  // dts is rewritten by the next tile
+      }
+    }
+    grid_barrier(a.sync, target);
+
+    // ---- P5: out = y @ out_proj.T
+    stage<T>(xs, p.xs_pitch, n, a.y, DI, DI);
+    __syncthreads();
+    proj_phase<T>(p, st, kOut, l, xs, wid, lane);
+    grid_barrier(a.sync, target);
+
+    // ---- P6: h += out (+ bias); the last layer's out is left for the final norm to add.
+    const bool last = l + 1 == cfg.n_layer;
+    for (int e = gtid; e < n * DM; e += gthreads) {
+      const int r = e / DM, j = e % DM;
+      const float o = reduce_out(a.part, p.sh[kOut], j, r, lw.out_proj_b);
+      if (last)
+        a.out[e] = o;
+      else
+        a.h[e] = __ldcg(a.h + e) + o;
+    }
+    if (!last) grid_barrier(a.sync, target);
+  }
+  cp_async_wait<0>();  // the stream's empty tail groups
+}
+
+ProjShape shape_of(int M, int K, const LinearDecodeSplit& s, bool whole_tiles) {
+  ProjShape r;
+  r.M = M;
+  r.K = K;
+  r.tiles = int(ceil_div(M, 16));
+  r.mpad = r.tiles * 16;
+  r.splits = s.splits;
+  r.cps = int(s.chunks_per_split);
+  r.nch = int(ceil_div(K, kChunk));
+  r.units = whole_tiles ? r.tiles : r.tiles * r.splits * kResidues;
+  return r;
+}
+
+Params make_params(const PersistentDecodeConfig& cfg, const PersistentDecodeArgs& a) {
+  Params p;
+  p.cfg = cfg;
+  p.a = a;
+  const int DM = cfg.d_model, DI = cfg.d_inner, R = cfg.dt_rank, E = R + 2 * cfg.d_state;
+  p.sh[kIn] = shape_of(2 * DI, DM, cfg.split[kIn], false);
+  p.sh[kX] = shape_of(E, DI, cfg.split[kX], false);
+  p.sh[kDt] = shape_of(DI, R, cfg.split[kDt], true);
+  p.sh[kOut] = shape_of(DM, DI, cfg.split[kOut], false);
+  for (int ph = 0; ph < kPhases; ph++) {
+    p.before[ph] = p.units_layer;
+    p.units_layer += p.sh[ph].units;
+  }
+  p.norm_threads = rmsnorm_threads(DM);
+  const int kmax = int(ceil_div(std::max({DM, DI, R}), kChunk) * kChunk);
+  p.xs_pitch = kmax + 32;  // rows 64 bytes apart mod 128: lanes g and g + 1 on other banks
+  p.e_pitch = int(ceil_div(E, 4) * 4);
+  while ((4 << p.log2_L) < cfg.d_state && p.log2_L < 5) p.log2_L++;
+  return p;
+}
+
+size_t smem_bytes(const Params& p, int n) {
+  return size_t(kWarps) * kRing * 1024 + size_t(n) * p.xs_pitch * 2 +
+         size_t(n) * p.e_pitch * 4 + size_t(kWarps) * 16 * 8 * 4 + 32 * 4;
+}
+
+// Raises the kernel's dynamic shared-memory limit to at least `bytes` (never lowers it: models
+// of several sizes may share the process).
+template <typename T>
+void set_smem_limit(size_t bytes) {
+  static size_t set = 0;
+  if (bytes <= set) return;
+  CUDA_CHECK(cudaFuncSetAttribute(persistent_decode_kernel<T>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  set = bytes;
+}
+
+// Blocks of the kernel that fit on one SM with `bytes` of shared memory.
+template <typename T>
+int blocks_per_sm(size_t bytes) {
+  int dev = 0, optin = 0, nb = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (bytes > size_t(optin)) return 0;
+  set_smem_limit<T>(bytes);
+  CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, persistent_decode_kernel<T>, kThreads,
+                                                    bytes));
+  return nb;
+}
+
+}  // namespace
+
+std::string persistent_decode_unsupported(const PersistentDecodeConfig& cfg) {
+  if (cfg.n_layer < 1 || cfg.d_model < 1 || cfg.d_inner < 1 || cfg.dt_rank < 1)
+    return "empty shape";
+  for (int K : {cfg.d_model, cfg.d_inner, cfg.dt_rank})
+    if (K % 8 != 0) return "a projection's K is not a multiple of 8";
+  if (cfg.split[kDt].splits != 1) return "dt_proj's K is cut into slices";
+  if (cfg.d_state % 4 != 0 || cfg.d_state > kMaxScanState || cfg.dt_rank % 4 != 0)
+    return "d_state or dt_rank not a multiple of 4, or d_state above 64";
+  if (cfg.d_conv < 1 || cfg.d_conv > kMaxConvWidth) return "d_conv out of range";
+  const int64_t widest = std::max<int64_t>(2 * int64_t(cfg.d_inner), cfg.d_model);
+  if (widest * kPersistentMaxRows * 8 >= (int64_t(1) << 31)) return "too wide";
+  PersistentDecodeArgs a;
+  const Params p = make_params(cfg, a);
+  const size_t bytes = smem_bytes(p, kPersistentMaxRows);
+  const int nb = cfg.bf16 ? blocks_per_sm<__nv_bfloat16>(bytes) : blocks_per_sm<__half>(bytes);
+  if (nb < 1) return "its shared memory does not fit on an SM";
+  return "";
+}
+
+size_t persistent_decode_part_floats(const PersistentDecodeConfig& cfg) {
+  const Params p = make_params(cfg, PersistentDecodeArgs{});
+  size_t most = 0;
+  for (int ph : {kIn, kX, kOut})
+    most = std::max(most, size_t(p.sh[ph].splits) * kResidues * p.sh[ph].mpad * 8);
+  return most;
+}
+
+void persistent_decode(const PersistentDecodeConfig& cfg, const PersistentDecodeArgs& a,
+                       cudaStream_t stream) {
+  require(a.layers && a.slots && a.h && a.out && a.xc && a.z && a.y && a.part && a.sync,
+          "persistent_decode", "null pointer");
+  require(a.n >= 1 && a.n <= kPersistentMaxRows, "persistent_decode", "rows out of range 1..8");
+  Params p = make_params(cfg, a);
+  int dev = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  p.total_warps = sms * kWarps;
+  const size_t bytes = smem_bytes(p, a.n);  // persistent_decode_unsupported checked 8 rows fit
+  if (cfg.bf16)
+    set_smem_limit<__nv_bfloat16>(bytes);
+  else
+    set_smem_limit<__half>(bytes);
+  CUDA_CHECK(cudaMemsetAsync(a.sync, 0, sizeof(unsigned), stream));
+  if (cfg.bf16)
+    persistent_decode_kernel<__nv_bfloat16><<<sms, kThreads, bytes, stream>>>(p);
+  else
+    persistent_decode_kernel<__half><<<sms, kThreads, bytes, stream>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace mamba::cuda
