@@ -4,6 +4,7 @@
 
 #include "conv1d.cuh"
 #include "mma.cuh"
+#include "persistent_schedule.h"
 #include "rmsnorm.cuh"
 #include "selective_scan.cuh"
 
@@ -13,63 +14,18 @@ namespace {
 constexpr int kWarps = 16;  // per block, one block per SM
 constexpr int kThreads = kWarps * 32;
 constexpr int kRing = 8;     // weight chunks in flight per warp (1 KiB each)
-constexpr int kChunk = 32;   // K values of a chunk, as in linear_decode
-constexpr int kResidues = kLinearDecodeWarps;  // linear_decode's warps per K slice
-enum Phase { kIn = 0, kX = 1, kDt = 2, kOut = 3, kPhases = 4 };
-
-// One projection's walk, the same in every layer. A unit is what one warp multiplies in one go:
-// for in_proj, x_proj and out_proj one of linear_decode's warps, (16-row tile, K slice,
-// residue w), which takes chunks ch0 + w, ch0 + w + 4, ... of the slice and leaves its partial
-// sums in the workspace; for dt_proj a whole 16-row tile (one slice; the warp keeps the four
-// residues' sums apart and adds them itself), whose 16 channels the same warp then scans.
-struct ProjShape {
-  int M = 0, K = 0;
-  int tiles = 0, splits = 1, cps = 0, nch = 0;
-  int units = 0;
-  int mpad = 0;  // tiles * 16: rows of a partial-sum plane
-};
+using namespace persistent;
+static_assert(kResidues == kLinearDecodeWarps, "units are linear_decode's warps");
 
 struct Params {
   PersistentDecodeConfig cfg;
   PersistentDecodeArgs a;
-  ProjShape sh[kPhases];
-  int units_layer = 0;        // units of one layer, all phases
-  int before[kPhases] = {};   // units of the layer's earlier phases
-  int total_warps = 0;
+  Schedule sc;
   int norm_threads = 0;       // rmsnorm_residual's block width for d_model
   int xs_pitch = 0;           // 16-bit values per row of the staged activations
   int e_pitch = 0;            // floats per row of dt_low | B | C
   int log2_L = 0;             // scan lanes per channel, as selective_scan_step picks
 };
-
-// Unit u of phase ph: its tile, first chunk, chunk stride and chunk count.
-struct Unit {
-  int tile, slice, w, ch0, step, count;
-};
-__device__ __forceinline__ Unit unit_of(const ProjShape& s, int ph, int u) {
-  Unit r;
-  if (ph == kDt) {
-    r = {u, 0, 0, 0, 1, s.nch};
-    return r;
-  }
-  r.tile = u / (s.splits * kResidues);
-  const int rem = u % (s.splits * kResidues);
-  r.slice = rem / kResidues;
-  r.w = rem % kResidues;
-  const int ch0 = r.slice * s.cps, ch1 = min(s.nch, ch0 + s.cps);
-  r.ch0 = ch0 + r.w;
-  r.step = kResidues;
-  r.count = ch1 - ch0 > r.w ? (ch1 - ch0 - r.w + kResidues - 1) / kResidues : 0;
-  return r;
-}
-
-// The first unit of (layer, phase) that warp `wid` takes; it then takes every total_warps-th.
-// The start rotates with the units before it in the step, so the warps left without a unit in
-// one phase take the first ones of the next.
-__device__ __forceinline__ int first_unit(const Params& p, int wid, int layer, int ph) {
-  const int64_t rot = (int64_t(layer) * p.units_layer + p.before[ph]) % p.total_warps;
-  return int((wid - rot + p.total_warps) % p.total_warps);
-}
 
 // 16 bytes global -> shared, not through registers; zeros when !valid.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
@@ -83,53 +39,30 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// A warp's weight stream: every chunk of every unit it takes, layer by layer, phase by phase,
-// in the order it multiplies them. Lane (g, c) copies the 16 bytes of rows g and g + 8 of the
-// unit's tile at K = 32 ch + 8c (its own mma fragments, so no other lane reads them), into
-// slot s of its warp's ring: [kRing][row half 2][lane 32] x 16 bytes.
+// A warp's weight stream (persistent_schedule.h) through its ring. Lane (g, c) copies the 16
+// bytes of rows g and g + 8 of the unit's tile at K = 32 ch + 8c (its own mma fragments, so no
+// other lane reads them) into slot s of its warp's ring: [kRing][row half 2][lane 32] x 16 B.
 struct Stream {
-  int layer = 0, ph = 0, u = 0, i = 0;
-  Unit unit{};
+  Cursor cur;
   uint4* ring = nullptr;  // this warp's kRing * 64 slots
   int issued = 0, taken = 0;
 
-  // Moves to the first chunk at or after unit u of (layer, ph) (layer == n_layer: the end).
-  __device__ void settle(const Params& p, int wid) {
-    while (layer < p.cfg.n_layer) {
-      const ProjShape& s = p.sh[ph];
-      for (; u < s.units; u += p.total_warps) {
-        unit = unit_of(s, ph, u);
-        if (unit.count > 0) return;
-      }
-      if (++ph == kPhases) ph = 0, layer++;
-      if (layer < p.cfg.n_layer) u = first_unit(p, wid, layer, ph);
-    }
-  }
-  __device__ void start(const Params& p, int wid, uint4* ring_base) {
-    ring = ring_base;
-    u = first_unit(p, wid, 0, 0);
-    settle(p, wid);
-  }
   // Requests the next chunk of the stream into its slot (one commit group, empty at the end).
   template <typename T>
   __device__ void issue(const Params& p, int wid, int lane) {
-    if (layer < p.cfg.n_layer) {
-      const ProjShape& s = p.sh[ph];
-      const T* W = static_cast<const T*>(p.a.layers[layer].proj[ph]);
+    if (!cur.done(p.sc)) {
+      const ProjShape& s = p.sc.sh[cur.ph];
+      const T* W = static_cast<const T*>(p.a.layers[cur.layer].proj[cur.ph]);
       const int g = lane / 4, c = lane % 4;
-      const int k = (unit.ch0 + unit.step * i) * kChunk + 8 * c;
+      const int k = cur.chunk() * kChunk + 8 * c;
       uint4* slot = ring + (issued % kRing) * 64;
 #pragma unroll
       for (int h = 0; h < 2; h++) {
-        const int row = unit.tile * 16 + g + 8 * h;
+        const int row = cur.unit.tile * 16 + g + 8 * h;
         const bool ok = row < s.M && k < s.K;
         cp_async16(slot + h * 32 + lane, ok ? W + int64_t(row) * s.K + k : W, ok);
       }
-      if (++i == unit.count) {
-        i = 0;
-        u += p.total_warps;
-        settle(p, wid);
-      }
+      cur.next(p.sc, wid);
     }
     cp_async_commit();
     issued++;
@@ -210,9 +143,9 @@ __device__ __forceinline__ float reduce_out(const float* part, const ProjShape& 
 template <typename T>
 __device__ void proj_phase(const Params& p, Stream& st, int ph, int layer, const uint16_t* xs,
                            int wid, int lane) {
-  const ProjShape& s = p.sh[ph];
+  const ProjShape& s = p.sc.sh[ph];
   const int g = lane / 4, c = lane % 4;
-  for (int u = first_unit(p, wid, layer, ph); u < s.units; u += p.total_warps) {
+  for (int u = p.sc.first_unit(wid, layer, ph); u < s.units; u += p.sc.total_warps) {
     const Unit un = unit_of(s, ph, u);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int i = 0; i < un.count; i++) {
@@ -271,7 +204,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pa
 
   // The first kRing chunks of this warp's stream are requested before anything else.
   Stream st;
-  st.start(p, wid, rings + warp * kRing * 64);
+  st.ring = rings + warp * kRing * 64;
+  st.cur.start(p.sc, wid);
   for (int s = 0; s < kRing; s++) st.issue<T>(p, wid, lane);
 
   unsigned target = 0;
@@ -328,8 +262,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pa
       cp.out = a.xc;
       for (int e = gtid; e < n * DI; e += gthreads) {
         const int r = e / DI, ch = e % DI;
-        const float x = reduce_out(a.part, p.sh[kIn], ch, r, lw.in_proj_b);
-        a.z[e] = reduce_out(a.part, p.sh[kIn], DI + ch, r, lw.in_proj_b);
+        const float x = reduce_out(a.part, p.sc.sh[kIn], ch, r, lw.in_proj_b);
+        a.z[e] = reduce_out(a.part, p.sc.sh[kIn], DI + ch, r, lw.in_proj_b);
         conv1d_step_one(cp, a.slots[r], r, ch, x);
       }
     }
@@ -344,7 +278,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pa
     // ---- P4: dt_low | B | C, summed by every block for itself; dt_low rounded for dt_proj.
     for (int e = t; e < n * E; e += kThreads) {
       const int r = e / E, i = e % E;
-      dbl[r * p.e_pitch + i] = reduce_out(a.part, p.sh[kX], i, r, nullptr);
+      dbl[r * p.e_pitch + i] = reduce_out(a.part, p.sc.sh[kX], i, r, nullptr);
     }
     __syncthreads();
     {
@@ -356,9 +290,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pa
     }
     __syncthreads();
     {
-      const ProjShape& s = p.sh[kDt];
+      const ProjShape& s = p.sc.sh[kDt];
       const int L = 1 << p.log2_L, per = 32 >> p.log2_L;  // lanes a channel, channels a pass
-      for (int u = first_unit(p, wid, l, kDt); u < s.units; u += p.total_warps) {
+      for (int u = p.sc.first_unit(wid, l, kDt); u < s.units; u += p.sc.total_warps) {
         // dt = dt_low @ dt_proj.T for the tile's 16 channels: chunk ch is residue ch % 4's, as
         // in linear_decode's one-sequence kernel; its residues' sums added in order, + 0.
         float acc[kResidues][4] = {};
@@ -417,7 +351,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pa
     const bool last = l + 1 == cfg.n_layer;
     for (int e = gtid; e < n * DM; e += gthreads) {
       const int r = e / DM, j = e % DM;
-      const float o = reduce_out(a.part, p.sh[kOut], j, r, lw.out_proj_b);
+      const float o = reduce_out(a.part, p.sc.sh[kOut], j, r, lw.out_proj_b);
       if (last)
         a.out[e] = o;
       else
@@ -428,32 +362,18 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pa
   cp_async_wait<0>();  // the stream's empty tail groups
 }
 
-ProjShape shape_of(int M, int K, const LinearDecodeSplit& s, bool whole_tiles) {
-  ProjShape r;
-  r.M = M;
-  r.K = K;
-  r.tiles = int(ceil_div(M, 16));
-  r.mpad = r.tiles * 16;
-  r.splits = s.splits;
-  r.cps = int(s.chunks_per_split);
-  r.nch = int(ceil_div(K, kChunk));
-  r.units = whole_tiles ? r.tiles : r.tiles * r.splits * kResidues;
-  return r;
-}
-
-Params make_params(const PersistentDecodeConfig& cfg, const PersistentDecodeArgs& a) {
+Params make_params(const PersistentDecodeConfig& cfg, const PersistentDecodeArgs& a,
+                   int total_warps) {
   Params p;
   p.cfg = cfg;
   p.a = a;
   const int DM = cfg.d_model, DI = cfg.d_inner, R = cfg.dt_rank, E = R + 2 * cfg.d_state;
-  p.sh[kIn] = shape_of(2 * DI, DM, cfg.split[kIn], false);
-  p.sh[kX] = shape_of(E, DI, cfg.split[kX], false);
-  p.sh[kDt] = shape_of(DI, R, cfg.split[kDt], true);
-  p.sh[kOut] = shape_of(DM, DI, cfg.split[kOut], false);
-  for (int ph = 0; ph < kPhases; ph++) {
-    p.before[ph] = p.units_layer;
-    p.units_layer += p.sh[ph].units;
-  }
+  const auto shape = [&](int M, int K, int ph, bool whole_tiles) {
+    return shape_of(M, K, cfg.split[ph].splits, int(cfg.split[ph].chunks_per_split), whole_tiles);
+  };
+  const ProjShape sh[kPhases] = {shape(2 * DI, DM, kIn, false), shape(E, DI, kX, false),
+                                 shape(DI, R, kDt, true), shape(DM, DI, kOut, false)};
+  p.sc = make_schedule(cfg.n_layer, sh, total_warps);
   p.norm_threads = rmsnorm_threads(DM);
   const int kmax = int(ceil_div(std::max({DM, DI, R}), kChunk) * kChunk);
   p.xs_pitch = kmax + 32;  // rows 64 bytes apart mod 128: lanes g and g + 1 on other banks
@@ -505,8 +425,7 @@ std::string persistent_decode_unsupported(const PersistentDecodeConfig& cfg) {
   if (cfg.d_conv < 1 || cfg.d_conv > kMaxConvWidth) return "d_conv out of range";
   const int64_t widest = std::max<int64_t>(2 * int64_t(cfg.d_inner), cfg.d_model);
   if (widest * kPersistentMaxRows * 8 >= (int64_t(1) << 31)) return "too wide";
-  PersistentDecodeArgs a;
-  const Params p = make_params(cfg, a);
+  const Params p = make_params(cfg, PersistentDecodeArgs{}, 1);
   const size_t bytes = smem_bytes(p, kPersistentMaxRows);
   const int nb = cfg.bf16 ? blocks_per_sm<__nv_bfloat16>(bytes) : blocks_per_sm<__half>(bytes);
   if (nb < 1) return "its shared memory does not fit on an SM";
@@ -514,10 +433,10 @@ std::string persistent_decode_unsupported(const PersistentDecodeConfig& cfg) {
 }
 
 size_t persistent_decode_part_floats(const PersistentDecodeConfig& cfg) {
-  const Params p = make_params(cfg, PersistentDecodeArgs{});
+  const Params p = make_params(cfg, PersistentDecodeArgs{}, 1);
   size_t most = 0;
   for (int ph : {kIn, kX, kOut})
-    most = std::max(most, size_t(p.sh[ph].splits) * kResidues * p.sh[ph].mpad * 8);
+    most = std::max(most, size_t(p.sc.sh[ph].splits) * kResidues * p.sc.sh[ph].mpad * 8);
   return most;
 }
 
@@ -526,11 +445,10 @@ void persistent_decode(const PersistentDecodeConfig& cfg, const PersistentDecode
   require(a.layers && a.slots && a.h && a.out && a.xc && a.z && a.y && a.part && a.sync,
           "persistent_decode", "null pointer");
   require(a.n >= 1 && a.n <= kPersistentMaxRows, "persistent_decode", "rows out of range 1..8");
-  Params p = make_params(cfg, a);
   int dev = 0, sms = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  p.total_warps = sms * kWarps;
+  const Params p = make_params(cfg, a, sms * kWarps);
   const size_t bytes = smem_bytes(p, a.n);  // persistent_decode_unsupported checked 8 rows fit
   if (cfg.bf16)
     set_smem_limit<__nv_bfloat16>(bytes);
