@@ -120,7 +120,7 @@ __device__ void stage(uint16_t* xs, int pitch, int n, const float* src, int ld, 
 __device__ __forceinline__ float reduce_out(const float* part, const ProjShape& s, int row,
                                             int col, const float* bias) {
   const auto P = [&](int slice, int w) {
-    return __ldcg(part + ((int64_t(slice) * kResidues + w) * s.mpad + row) * 8 + col);
+    return __ldcg(part + ((int64_t(slice) * kResidues + w) * 8 + col) * s.mpad + row);
   };
   const auto S = [&](int slice) {
     float v = P(slice, 0);
@@ -156,9 +156,13 @@ __device__ void proj_phase(const Params& p, Stream& st, int ph, int layer, const
       st.issue<T>(p, wid, lane);  // the slot just read, refilled
     }
     // acc = {(r, q), (r, q + 1), (r + 8, q), (r + 8, q + 1)}, feature r = g, batch row q = 2c.
-    float* out = p.a.part + ((int64_t(un.slice) * kResidues + un.w) * s.mpad + un.tile * 16) * 8;
-    *reinterpret_cast<float2*>(out + g * 8 + 2 * c) = make_float2(acc[0], acc[1]);
-    *reinterpret_cast<float2*>(out + (g + 8) * 8 + 2 * c) = make_float2(acc[2], acc[3]);
+    // Plane (slice, residue) is (8 batch rows, mpad features): a reduction over consecutive
+    // features reads consecutive addresses.
+    float* out = p.a.part + (int64_t(un.slice) * kResidues + un.w) * 8 * s.mpad + un.tile * 16;
+    out[(2 * c) * s.mpad + g] = acc[0];
+    out[(2 * c + 1) * s.mpad + g] = acc[1];
+    out[(2 * c) * s.mpad + g + 8] = acc[2];
+    out[(2 * c + 1) * s.mpad + g + 8] = acc[3];
   }
 }
 
@@ -169,8 +173,9 @@ __device__ __forceinline__ void grid_barrier(unsigned* count, unsigned& target) 
   __syncthreads();
   target += gridDim.x;
   if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(count, 1u);
+    // Release: the block's writes (ordered before this thread by the barrier above) are
+    // visible to whoever acquires the count that includes this add.
+    asm volatile("red.release.gpu.global.add.u32 [%0], 1;\n" ::"l"(count) : "memory");
     unsigned seen = 0, spins = 0;
     do {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(seen) : "l"(count) : "memory");
@@ -178,7 +183,6 @@ __device__ __forceinline__ void grid_barrier(unsigned* count, unsigned& target) 
       // second of spinning; a barrier normally takes a microsecond).
       if (++spins == (1u << 24)) __trap();
     } while (seen < target);
-    __threadfence();
   }
   __syncthreads();
 }
