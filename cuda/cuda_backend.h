@@ -19,9 +19,9 @@ struct CudaOptions {
   bool graphs = true;            // decode through captured CUDA graphs (false: plain launches)
   int max_prefill_tokens = 512;  // rows per forward pass; longer prompts go through in pieces
   // Mamba-1 decode steps of up to 8 rows with 16-bit weights run every layer in one persistent
-  // kernel (cuda/persistent_decode.cuh; the same bits as the per-kernel path). Off until it
-  // has run on a GPU; MAMBA_PERSISTENT=1 turns it on, MAMBA_NO_PERSISTENT=1 off, whatever
-  // this says, for timing both paths with one build.
+  // kernel (cuda/persistent_decode.cuh; the same bits as the per-kernel path). Off: on the
+  // H100 it is still slower than the per-kernel path (docs/benchmarks.md). MAMBA_PERSISTENT=1
+  // turns it on, MAMBA_NO_PERSISTENT=1 off, whatever this says, for timing both with one build.
   bool persistent_decode = false;
 };
 

@@ -28,6 +28,11 @@
 // norm, conv and scan are the same formulas (conv1d_step_one and selective_scan_step_lanes are
 // shared). So a sequence's logits do not depend on whether it stepped here, alone, or in a
 // batch of 64 through the separate kernels (tests/cuda/test_cuda_model.cpp checks that).
+//
+// Status (H100, docs/benchmarks.md): exact, but slower than the per-kernel path (mamba-1.4b
+// tg128 430 against 527 tok/s): a phase and its grid barrier cost about 5 us, more than the
+// kernel boundary they replace. The backend runs it only when asked (CudaOptions,
+// MAMBA_PERSISTENT=1).
 #pragma once
 
 #include <string>
