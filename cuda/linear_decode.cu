@@ -307,18 +307,6 @@ struct GemmTile {
 using BigTile = GemmTile<4, 2>;    // 64 batch rows x 64 features, 256 threads
 using SmallTile = GemmTile<2, 1>;  // 32 batch rows x 32 features, 128 threads
 
-// 16 bytes global -> shared without passing through registers; zeros when !valid.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  const unsigned d = unsigned(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // x (n, ldx) -> x16 rounded to T (the rounding of load_x8), in the order of gemm_x16_index:
 // one thread per 16 bytes of x16, which is one lane's operand of one mma step (4 consecutive K
 // values of rows g and g + 8 of a 16-row block). Rows from n up to the next multiple of 16

@@ -1,7 +1,8 @@
 // The tensor-core step that the decode projections are built on (linear_decode.cu,
-// persistent_decode.cu): mma.sync m16n8k16 with 16-bit operands and float32 accumulators, and
-// the rounding of two floats to a packed 16-bit pair that feeds it. Both files call these, so
-// a row's products are the same instructions whichever kernel computes them.
+// persistent_decode.cu): mma.sync m16n8k16 with 16-bit operands and float32 accumulators, the
+// rounding of two floats to a packed 16-bit pair that feeds it, and the 16-byte cp.async copies
+// that stage its operands. Both files call these, so a row's products are the same
+// instructions whichever kernel computes them.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -48,6 +49,18 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], uint32_t 
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global -> shared without passing through registers; zeros when !valid.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = unsigned(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 }  // namespace mamba::cuda

@@ -27,18 +27,6 @@ struct Params {
   int log2_L = 0;             // scan lanes per channel, as selective_scan_step picks
 };
 
-// 16 bytes global -> shared, not through registers; zeros when !valid.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  const unsigned d = unsigned(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // A warp's weight stream (persistent_schedule.h) through its ring. Lane (g, c) copies the 16
 // bytes of rows g and g + 8 of the unit's tile at K = 32 ch + 8c (its own mma fragments, so no
 // other lane reads them) into slot s of its warp's ring: [kRing][row half 2][lane 32] x 16 B.
