@@ -38,7 +38,6 @@
 #include <string>
 
 #include "common.cuh"
-#include "linear.cuh"
 #include "linear_decode.cuh"
 
 namespace mamba::cuda {
