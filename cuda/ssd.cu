@@ -1,5 +1,7 @@
 #include "ssd.cuh"
 
+#include <type_traits>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -489,10 +491,22 @@ __global__ void __launch_bounds__(kScanThreads, 2)
 // One warp per (row, head, channel), lanes over the state index, so the state is read and
 // written in coalesced rows; a block holds kStepWarps channels of one head. Decode is latency
 // bound, so the grid is made wide (H * P / kStepWarps blocks per row) rather than deep.
+//
+// Lane l owns V consecutive entries (V = 4: 16-byte accesses) at V * (l + 32 r) for rounds r.
+// A batch of rounds (128 entries: 4 values a lane) is held in registers at once, its loads all
+// requested before its first store: a loop that stored entry n before loading entry n + 32
+// would wait one round trip per round, since B and C might alias the state as far as the
+// compiler knows. The first batch of the state is requested before the PDL wait: a decode step
+// starts with the copies of its tokens and slots, which wait for all earlier work, and within
+// the step only this kernel writes the layer's SSM state. The sum over the state runs over a
+// lane's entries in order (round, then vector element), then the warp's butterfly.
 constexpr int kStepWarps = 4;
 
+template <int V>
 __global__ void ssd_step_kernel(SsdParams p, const int32_t* __restrict__ slots) {
-  pdl_start();
+  pdl_launch_dependents();
+  using Vec = std::conditional_t<V == 4, float4, float>;
+  constexpr int R = 4 / V;  // rounds in registers: 4 values a lane per array
   const int P = p.head_dim, N = p.d_state, H = p.n_heads;
   const int p_blocks = (P + kStepWarps - 1) / kStepWarps;
   const int h = blockIdx.x / p_blocks, row = blockIdx.y;
@@ -500,20 +514,51 @@ __global__ void ssd_step_kernel(SsdParams p, const int32_t* __restrict__ slots) 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int j = (blockIdx.x % p_blocks) * kStepWarps + warp;  // this warp's channel
   if (j >= P) return;  // whole warps only; no block-wide sync below
+  float* sj = p.state.base + int64_t(slots[row]) * p.state.slot_stride +
+              (int64_t(h) * P + j) * N;
+  Vec s[R];
+  const auto load_state = [&](int base) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const int n = base + V * (lane + 32 * r);
+      if (n < N) s[r] = *reinterpret_cast<const Vec*>(sj + n);
+    }
+  };
+  load_state(0);
+  pdl_wait();
   const float dt = fminf(
       fmaxf(softplus(p.dt[int64_t(row) * p.lddt + h] + p.dt_bias[h]), p.dt_min), p.dt_max);
   const float dA = expf(dt * p.A[h]);
   const float* B = p.B + int64_t(row) * p.ldbc + int64_t(g) * N;
   const float* C = p.C + int64_t(row) * p.ldbc + int64_t(g) * N;
-  const float* x = p.x + int64_t(row) * p.ldx + int64_t(h) * P;
-  float* sj = p.state.base + int64_t(slots[row]) * p.state.slot_stride +
-              (int64_t(h) * P + j) * N;
-  const float xv = x[j], dtx = dt * xv;
+  const float xv = p.x[int64_t(row) * p.ldx + int64_t(h) * P + j], dtx = dt * xv;
   float acc = 0.0f;
-  for (int n = lane; n < N; n += 32) {
-    const float s = dA * sj[n] + dtx * B[n];
-    sj[n] = s;
-    acc += s * C[n];
+  for (int base = 0; base < N; base += 32 * V * R) {
+    if (base > 0) load_state(base);
+    Vec b[R], c[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const int n = base + V * (lane + 32 * r);
+      if (n < N) {
+        b[r] = *reinterpret_cast<const Vec*>(B + n);
+        c[r] = *reinterpret_cast<const Vec*>(C + n);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const int n = base + V * (lane + 32 * r);
+      if (n >= N) break;
+      float* sv = reinterpret_cast<float*>(&s[r]);
+      const float* bv = reinterpret_cast<const float*>(&b[r]);
+      const float* cv = reinterpret_cast<const float*>(&c[r]);
+#pragma unroll
+      for (int i = 0; i < V; i++) {
+        // h = exp(dt * A) * h + dt * B * x;  y += h . C
+        sv[i] = dA * sv[i] + dtx * bv[i];
+        acc += sv[i] * cv[i];
+      }
+      *reinterpret_cast<Vec*>(sj + n) = s[r];
+    }
   }
   acc = warp_sum(acc);
   if (lane == 0) p.y[int64_t(row) * H * P + int64_t(h) * P + j] = acc + p.D[h] * xv;
@@ -658,8 +703,15 @@ void ssd_step(const SsdParams& p, int n, const int32_t* slots, cudaStream_t stre
   if (n == 0) return;
   const int64_t blocks = int64_t(p.n_heads) * ceil_div(p.head_dim, kStepWarps);
   require(blocks <= INT32_MAX, "ssd_step", "too many heads");
-  launch_pdl(ssd_step_kernel, dim3(unsigned(blocks), unsigned(n)), dim3(kStepWarps * 32), 0, stream,
-             p, slots);
+  // 16-byte state, B and C accesses where every row, group and channel start is 16-byte aligned.
+  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  const bool vec = p.d_state % 4 == 0 && p.ldbc % 4 == 0 && p.state.slot_stride % 4 == 0 &&
+                   aligned(p.state.base) && aligned(p.B) && aligned(p.C);
+  const dim3 grid{unsigned(blocks), unsigned(n)}, block{unsigned(kStepWarps * 32)};
+  if (vec)
+    launch_pdl(ssd_step_kernel<4>, grid, block, 0, stream, p, slots);
+  else
+    launch_pdl(ssd_step_kernel<1>, grid, block, 0, stream, p, slots);
   CUDA_CHECK(cudaGetLastError());
 }
 

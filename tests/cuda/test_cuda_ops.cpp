@@ -482,6 +482,9 @@ TEST_CASE("SSD (Mamba-2): chunked prefill and step") {
     ssd_case(sh, Batch({3, 130, 64}, {3, 0, 1}), false);
     ssd_case(sh, Batch({1, 1, 1}, {2, 0, 3}), true);
   }
+  // The decode step holds 128 state entries a warp at once: d_state 200 takes a second, partial
+  // batch of them.
+  ssd_case({2, 8, 200, 2, 0.0f, inf}, Batch({1, 1, 1}, {2, 0, 3}), true);
 }
 
 // ---- gated RMSNorm -----------------------------------------------------------------------
