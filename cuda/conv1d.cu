@@ -68,13 +68,20 @@ __global__ void conv1d_state_kernel(Conv1dParams p, SeqBatch batch) {
   }
 }
 
-// Thread (channel, row).
+// Thread (channel, row). The state and the weights are requested before the wait for x: a
+// decode step starts with the copies of its tokens and slots, which wait for all earlier work,
+// and within the step only this kernel writes the layer's conv state, so neither it nor slots
+// depends on the kernels this one may overlap.
 __global__ void conv1d_step_kernel(Conv1dParams p, const int32_t* __restrict__ slots) {
-  pdl_start();
+  pdl_launch_dependents();
   const int c = blockIdx.x * kThreads + threadIdx.x;
   const int row = blockIdx.y;
+  const int slot = slots[row];
+  ConvStepLoads l;
+  if (c < p.dim) l = conv1d_step_load(p, slot, c);
+  pdl_wait();
   if (c >= p.dim) return;
-  conv1d_step_one(p, slots[row], row, c, p.x[row * int(p.ldx) + c]);
+  conv1d_step_finish(p, l, slot, row, c, p.x[row * int(p.ldx) + c]);
 }
 
 // What every conv needs but its input: weights, output, shape and state.

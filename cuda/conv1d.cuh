@@ -34,29 +34,48 @@ struct Conv1dParams {
 // and linear_decode check that they fit). Every load is requested before any store: a loop
 // that shifted the state entry by entry could not move a load above the previous store to the
 // same array, and waited for d_conv - 1 round trips.
-__device__ __forceinline__ void conv1d_step_one(const Conv1dParams& p, int slot, int row, int c,
-                                                float xin) {
+//
+// In two parts, so that conv1d_step can request the state and the weights (which no kernel of
+// the step before it writes) before it waits for its input: conv1d_step_load, then
+// conv1d_step_finish with the input.
+struct ConvStepLoads {
+  float v[kMaxConvWidth];   // the state entries, oldest first
+  float wk[kMaxConvWidth];  // the channel's weights
+  float bias;
+};
+__device__ __forceinline__ ConvStepLoads conv1d_step_load(const Conv1dParams& p, int slot, int c) {
+  const int K = p.d_conv, dim = p.dim;
+  const float* st = p.state.base + int64_t(slot) * p.state.slot_stride + c;  // column c
+  const float* w = p.w + c * K;
+  ConvStepLoads l;
+#pragma unroll
+  for (int k = 0; k < kMaxConvWidth; k++) l.v[k] = k < K - 1 ? st[k * dim] : 0.0f;
+#pragma unroll
+  for (int k = 0; k < kMaxConvWidth; k++) l.wk[k] = k < K ? w[k] : 0.0f;
+  l.bias = p.b ? p.b[c] : 0.0f;
+  return l;
+}
+__device__ __forceinline__ void conv1d_step_finish(const Conv1dParams& p, const ConvStepLoads& l,
+                                                   int slot, int row, int c, float xin) {
   const int K = p.d_conv, dim = p.dim;
   float* st = p.state.base + int64_t(slot) * p.state.slot_stride + c;  // column c
-  const float* w = p.w + c * K;
-  float v[kMaxConvWidth], wk[kMaxConvWidth];
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth; k++) v[k] = k < K - 1 ? st[k * dim] : 0.0f;
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth; k++) wk[k] = k < K ? w[k] : 0.0f;
-  float acc = p.b ? p.b[c] : 0.0f;
+  float acc = l.bias;
 #pragma unroll
   for (int k = 0; k < kMaxConvWidth; k++) {  // (fixed indices: the arrays stay in registers)
-    const float in = k < K - 1 ? v[k] : xin;
-    if (k < K) acc += wk[k] * in;
+    const float in = k < K - 1 ? l.v[k] : xin;
+    if (k < K) acc += l.wk[k] * in;
   }
 #pragma unroll
   for (int k = 1; k < kMaxConvWidth - 1; k++)
-    if (k < K - 1) st[(k - 1) * dim] = v[k];
+    if (k < K - 1) st[(k - 1) * dim] = l.v[k];
   if (K > 1) st[(K - 2) * dim] = xin;
   const float y = silu(acc);
   p.out[row * dim + c] = y;
   if (p.out16.data) store16(p.out16, row, c, dim, y);
+}
+__device__ __forceinline__ void conv1d_step_one(const Conv1dParams& p, int slot, int row, int c,
+                                                float xin) {
+  conv1d_step_finish(p, conv1d_step_load(p, slot, c), slot, row, c, xin);
 }
 #endif
 

@@ -114,7 +114,16 @@ class CudaBackend final : public Backend {
   void proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
             const DeviceBuffer& b, bool decode, bool x_rounded = false,
             const cuda::LinearDecodeWorkspace* ws = nullptr, cuda::Out16 y16 = {},
-            const cuda::FusedConv& conv = {});
+            const cuda::FusedConv& conv = {}, const cuda::NormIn& norm = {},
+            const cuda::ResidualOut& res = {});
+  // Decode steps of up to 8 rows with 16-bit projections: layer il's out_proj adds its output
+  // into h_ itself and writes sumsq_ (a ResidualOut), and layer il + 1's in_proj norms h_ as it
+  // reads it (a NormIn), so that layer has no norm kernel. residual_out(il) says whether layer
+  // il's out_proj does so (for the last layer: the final norm then adds nothing).
+  bool residual_out(int il, int n, bool decode) const;
+  bool norm_in(int il, int n, bool decode) const {
+    return il > 0 && residual_out(il - 1, n, decode);
+  }
   // Where the producer of W's n-row input writes its 16-bit copy, so that the projection skips
   // its rounding pass: the cuBLAS scratch for a prefill, linear_decode's x16 for a decode step
   // that takes its staged GEMM (over 8 rows, large weights); none otherwise (f32 weights, or
@@ -161,6 +170,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer h_;        // (max_rows, d_model)  residual stream
   DeviceBuffer xn_;       // (max_rows, d_model)  normed input of the mixer / LM head
   DeviceBuffer out_;      // (max_rows, d_model)  mixer output, added to h by the next norm
+  DeviceBuffer sumsq_;    // (8, ceil(d_model / 16))  h's group sums of squares (residual_out)
   DeviceBuffer proj_;     // (max_rows, in_proj_rows)
   DeviceBuffer xc_;       // (max_rows, conv_dim)  conv output
   DeviceBuffer dbl_;      // Mamba-1 (max_rows, dt_rank + 2*d_state)  x_proj output
@@ -269,6 +279,8 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
   h_ = act(c_.d_model, "residual");
   xn_ = act(c_.d_model, "norm output");
   out_ = act(c_.d_model, "mixer output");
+  sumsq_ = DeviceBuffer(8 * size_t((c_.d_model + 15) / 16) * sizeof(float),
+                        "activations residual sums of squares");
   proj_ = act(c_.in_proj_rows(), "in_proj output");
   xc_ = act(c_.conv_dim(), "conv output");
   y_ = act(c_.d_inner, "scan output");
@@ -481,8 +493,14 @@ void CudaBackend::in_proj_conv(int il, int n, bool decode, float* proj, int64_t 
       decode && n <= 8 && c_.arch == Arch::Mamba1 && w.in_proj.dtype != gguf::DType::F32;
   cuda::FusedConv fc;
   if (fuse) fc = {cp, slots_.as<int32_t>(), conv_in - proj};
-  this->proj(w.in_proj, xn_.as<float>(), int(c_.d_model), n, proj, ld_proj, w.in_proj_b, decode,
-             rounded_input(w.in_proj, decode, n).data != nullptr, nullptr, {}, fc);
+  // Or, where the previous out_proj wrote h's sums of squares, in_proj norms h_ itself.
+  const bool normed = norm_in(il, n, decode);
+  const cuda::NormIn ni =
+      normed ? cuda::NormIn{sumsq_.as<float>(), w.attn_norm.as<float>(), c_.norm_eps}
+             : cuda::NormIn{};
+  this->proj(w.in_proj, normed ? h_.as<float>() : xn_.as<float>(), int(c_.d_model), n, proj,
+             ld_proj, w.in_proj_b, decode,
+             !normed && rounded_input(w.in_proj, decode, n).data != nullptr, nullptr, {}, fc, ni);
   if (fuse) return;
   if (decode)
     cuda::conv1d_step(cp, n, slots_.as<int32_t>(), stream_);
@@ -535,8 +553,10 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
     cuda::selective_scan_step(sp, n, slots_.as<int32_t>(), stream_);
   else
     cuda::selective_scan_prefill(sp, prefill_batch_, stream_);
-  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode,
-             sp.y16.data != nullptr);
+  const bool res = residual_out(il, n, decode);
+  this->proj(w.out_proj, y, DI, n, res ? h_.as<float>() : out_.as<float>(), DM, w.out_proj_b,
+             decode, sp.y16.data != nullptr, nullptr, {}, {}, {},
+             res ? cuda::ResidualOut{sumsq_.as<float>()} : cuda::ResidualOut{});
 }
 
 void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
@@ -576,8 +596,10 @@ void CudaBackend::mamba2_mixer(int il, int n, bool decode) {
   const cuda::Out16 y16 = rounded_input(w.out_proj, decode, n);
   cuda::gated_rmsnorm(y, proj, ld_proj, w.norm.as<float>(), n, DI, G, c_.norm_eps,
                       y16.data ? nullptr : y, y16, stream_);
-  this->proj(w.out_proj, y, DI, n, out_.as<float>(), DM, w.out_proj_b, decode,
-             y16.data != nullptr);
+  const bool res = residual_out(il, n, decode);
+  this->proj(w.out_proj, y, DI, n, res ? h_.as<float>() : out_.as<float>(), DM, w.out_proj_b,
+             decode, y16.data != nullptr, nullptr, {}, {}, {},
+             res ? cuda::ResidualOut{sumsq_.as<float>()} : cuda::ResidualOut{});
 }
 
 void CudaBackend::forward(int n, bool decode) {
@@ -586,7 +608,8 @@ void CudaBackend::forward(int n, bool decode) {
   float* xn = xn_.as<float>();
   cuda::embedding(token_embd_.data, token_embd_.dtype, c_.n_vocab, DM, tokens_.as<int32_t>(), n,
                   h, stream_);
-  if (decode && persistent_ && n <= cuda::kPersistentMaxRows) {
+  const bool persistent = decode && persistent_ && n <= cuda::kPersistentMaxRows;
+  if (persistent) {
     cuda::PersistentDecodeArgs a;
     a.layers = p_layers_.as<cuda::PersistentDecodeLayer>();
     a.n = n;
@@ -603,9 +626,12 @@ void CudaBackend::forward(int n, bool decode) {
     layers(n, decode);
   }
   // A decode step's LM head reads all n rows (see decode_batch); a prefill's takes row ranges
-  // and rounds them itself.
-  cuda::rmsnorm_residual(h, out_.as<float>(), output_norm_.as<float>(), n, DM, c_.norm_eps, xn,
-                         decode ? rounded_input(output_, true, n) : cuda::Out16{}, stream_);
+  // and rounds them itself. (The per-kernel path's last out_proj may have added its output into
+  // h already; the persistent kernel leaves it in out_.)
+  const bool added = !persistent && residual_out(int(c_.n_layer) - 1, n, decode);
+  cuda::rmsnorm_residual(h, added ? nullptr : out_.as<float>(), output_norm_.as<float>(), n, DM,
+                         c_.norm_eps, xn, decode ? rounded_input(output_, true, n) : cuda::Out16{},
+                         stream_);
 }
 
 void CudaBackend::layers(int n, bool decode) {
@@ -614,8 +640,10 @@ void CudaBackend::layers(int n, bool decode) {
   float* xn = xn_.as<float>();
   for (int il = 0; il < int(c_.n_layer); il++) {
     const DeviceLayer& w = layers_[size_t(il)];
-    cuda::rmsnorm_residual(h, il == 0 ? nullptr : out_.as<float>(), w.attn_norm.as<float>(), n,
-                           DM, c_.norm_eps, xn, rounded_input(w.in_proj, decode, n), stream_);
+    if (!norm_in(il, n, decode))  // else in_proj norms h itself
+      cuda::rmsnorm_residual(h, il == 0 ? nullptr : out_.as<float>(), w.attn_norm.as<float>(),
+                             n, DM, c_.norm_eps, xn, rounded_input(w.in_proj, decode, n),
+                             stream_);
     if (c_.arch == Arch::Mamba1)
       mamba1_mixer(il, n, decode);
     else
@@ -623,13 +651,24 @@ void CudaBackend::layers(int n, bool decode) {
   }
 }
 
+bool CudaBackend::residual_out(int il, int n, bool decode) const {
+  const auto is16 = [](const DeviceMatrix& W) {
+    return W.dtype == gguf::DType::F16 || W.dtype == gguf::DType::BF16;
+  };
+  static const bool off = std::getenv("MAMBA_NO_NORM_FUSION") != nullptr;  // A/B in one build
+  if (off || !decode || n > 8 || c_.d_model > cuda::kRmsNormMaxDim) return false;
+  if (!is16(layers_[size_t(il)].out_proj)) return false;
+  return il + 1 == int(c_.n_layer) || is16(layers_[size_t(il) + 1].in_proj);
+}
+
 void CudaBackend::proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                        int64_t ldy, const DeviceBuffer& b, bool decode, bool x_rounded,
                        const cuda::LinearDecodeWorkspace* ws, cuda::Out16 y16,
-                       const cuda::FusedConv& conv) {
+                       const cuda::FusedConv& conv, const cuda::NormIn& norm,
+                       const cuda::ResidualOut& res) {
   if (decode)
     cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), ws ? *ws : dec_ws_, stream_,
-                        x_rounded, y16, conv);
+                        x_rounded, y16, conv, norm, res);
   else
     cuda::linear(cublas_, W, x, ldx, n, y, ldy, ptr_or_null(b), lin_scratch(), stream_,
                  x_rounded);

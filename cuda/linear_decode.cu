@@ -1,5 +1,6 @@
 #include "linear_decode.cuh"
 #include "mma.cuh"
+#include "rmsnorm.cuh"
 
 #include <cooperative_groups.h>
 
@@ -30,13 +31,9 @@ __device__ __forceinline__ void load_w8(const T* __restrict__ W, int64_t M, int6
   for (int i = 0; i < 4; i++) r[i] = e[2 * i] | (e[2 * i + 1] << 16);
 }
 
-// 8 consecutive activations x[col][k .. k+8), rounded to T, as 4 packed pairs; zeros at or
-// past `kend` or n.
-template <typename T>
-__device__ __forceinline__ void load_x8(const float* __restrict__ x, int64_t ldx, int n,
-                                        int64_t kend, bool vec, int col, int64_t k,
-                                        uint32_t (&r)[4]) {
-  float e[8];
+// 8 consecutive activations x[col][k .. k+8); zeros at or past `kend` or n.
+__device__ __forceinline__ void load_f8(const float* __restrict__ x, int64_t ldx, int n,
+                                        int64_t kend, bool vec, int col, int64_t k, float (&e)[8]) {
   if (col < n && k + 8 <= kend && vec) {
     const float4 a = *reinterpret_cast<const float4*>(x + col * ldx + k);
     const float4 b = *reinterpret_cast<const float4*>(x + col * ldx + k + 4);
@@ -46,8 +43,44 @@ __device__ __forceinline__ void load_x8(const float* __restrict__ x, int64_t ldx
 #pragma unroll
     for (int i = 0; i < 8; i++) e[i] = col < n && k + i < kend ? x[col * ldx + k + i] : 0.0f;
   }
+}
+
+// The same, rounded to T, as 4 packed pairs.
+template <typename T>
+__device__ __forceinline__ void load_x8(const float* __restrict__ x, int64_t ldx, int n,
+                                        int64_t kend, bool vec, int col, int64_t k,
+                                        uint32_t (&r)[4]) {
+  float e[8];
+  load_f8(x, ldx, n, kend, vec, col, k, e);
 #pragma unroll
   for (int i = 0; i < 4; i++) r[i] = pack2<T>(e[2 * i], e[2 * i + 1]);
+}
+
+// The same for x normed as it is read (NormIn): x * scale * w, rmsnorm_residual's product, then
+// rounded; zeros at or past `kend` or n. Four values at a time, to keep the registers of the
+// one-row kernel's loop within its 64.
+template <typename T>
+__device__ __forceinline__ void load_x8_normed(const float* __restrict__ x, int64_t ldx, int n,
+                                               int64_t kend, bool vec, int col, int64_t k,
+                                               float scale, const float* __restrict__ w,
+                                               uint32_t (&r)[4]) {
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const int64_t k4 = k + 4 * h;
+    float e[4];
+    if (col < n && k4 + 4 <= kend && vec) {
+      const float4 a = *reinterpret_cast<const float4*>(x + col * ldx + k4);
+      const float4 b = *reinterpret_cast<const float4*>(w + k4);
+      e[0] = a.x * scale * b.x, e[1] = a.y * scale * b.y, e[2] = a.z * scale * b.z,
+      e[3] = a.w * scale * b.w;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+        e[i] = col < n && k4 + i < kend ? x[col * ldx + k4 + i] * scale * w[k4 + i] : 0.0f;
+    }
+    r[2 * h] = pack2<T>(e[0], e[1]);
+    r[2 * h + 1] = pack2<T>(e[2], e[3]);
+  }
 }
 
 // The K slices of one output tile run as one thread-block cluster, block rank = slice, and
@@ -99,6 +132,8 @@ struct MmaArgs {
   const void* x16;        // x rounded to T in gemm_x16_index order, for the staged GEMM
   Out16 y16;              // the staged GEMM's 16-bit copy of y's first y16.gemm_k columns
   FusedConv conv;         // a conv step on some of y's columns, when conv.slots is set
+  NormIn norm;            // the one-row kernel: x is h, normed as it is read
+  ResidualOut res;        // the one-row kernel: y is h, y += result, and its groups' sums
 };
 
 // Output (batch row col, feature row) = v: y, its 16-bit copy, and the fused conv step.
@@ -107,6 +142,22 @@ __device__ __forceinline__ void store_out(const MmaArgs& p, int col, int64_t row
   if (p.y16.data && row < p.y16.gemm_k) store16(p.y16, col, row, p.y16.gemm_k, v);
   if (p.conv.slots && row >= p.conv.first && row < p.conv.first + p.conv.conv.dim)
     conv1d_step_one(p.conv.conv, p.conv.slots[col], col, int(row - p.conv.first), v);
+}
+
+// Output (batch row col, feature row) = v with a ResidualOut: y (the residual stream, which
+// held h_old there) = h_old + v, and the sum of squares of each 16-feature group of the new
+// values (rmsnorm.cuh's order). Every lane of the warp calls it, in range or not (the sum is a
+// butterfly), lanes 16k .. 16k + 15 holding 16 consecutive features of one batch row, the
+// first a multiple of 16.
+__device__ __forceinline__ void store_residual(const MmaArgs& p, int col, int64_t row, bool in,
+                                               float h_old, float v) {
+  float h = 0.0f;
+  if (in) {
+    h = h_old + v;
+    p.y[int64_t(col) * p.ldy + row] = h;
+  }
+  const float s = sumsq16(h);
+  if (in && row % 16 == 0) p.res.sumsq[int64_t(col) * ((p.M + 15) / 16) + row / 16] = s;
 }
 
 // Block (row tile of MT*16 features, K slice, batch pass of NT*8 rows). kWarps warps split the
@@ -119,8 +170,12 @@ __device__ __forceinline__ void store_out(const MmaArgs& p, int col, int64_t row
 //
 // Sums, all in a fixed order: chunks in order within a warp, warps in order within a block,
 // K slices in order across the tile's cluster.
+// (The one-row tile keeps to 64 registers, 8 blocks an SM: 1,056 blocks on 132 SMs, so that
+// in_proj's 1,024 blocks at one row are all resident at once. The other tiles name no minimum:
+// 0 emits none, and their registers stay as they were; 1 would let <1, 2> grow from 56 to 90.)
 template <typename T, int MT, int NT>
-__global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs p) {
+__global__ void __launch_bounds__(kWarps * 32, MT * NT == 1 ? 8 : 0)
+    linear_decode_mma_kernel(MmaArgs p) {
   pdl_launch_dependents();  // pdl_wait() below, once the first weights are on their way
   constexpr int RT = MT * 16, CT = NT * 8;  // features and batch rows per block
   __shared__ float sum[CT][RT + 1];
@@ -141,6 +196,7 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
       for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
+  float h_old = 0.0f;  // ResidualOut: h at the output this thread stores, requested early
 
   if constexpr (NT >= 2) {
     // Batches of more than 8 rows: the block stages the activations of its 4 warps' chunks in
@@ -201,13 +257,33 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
 #pragma unroll
     for (int s = 0; s < kDepth; s++) load_a(s, first + s * kWarps);
     pdl_wait();
+    if (p.res.sumsq && blockIdx.y == 0) {  // the block (slice 0) that stores the outputs
+      const int r = int(threadIdx.x) % RT, q = int(threadIdx.x) / RT;
+      if (row0 + r < p.M && col0 + q < p.n) h_old = p.y[int64_t(col0 + q) * p.ldy + row0 + r];
+    }
+    // NormIn: each batch row's 1 / rms from the groups' sums the previous projection wrote.
+    __shared__ float xscale[8];
+    if (p.norm.sumsq) {
+      const int groups = int((p.K + 15) / 16);
+      for (int q = warp; q < 8; q += kWarps) {  // warp-uniform
+        const int col = col0 + q;
+        const float ss = col < p.n ? sumsq_groups(p.norm.sumsq + int64_t(col) * groups, groups)
+                                   : 0.0f;
+        if (lane == 0) xscale[q] = rms_scale(ss, int(p.K), p.norm.eps);
+      }
+      __syncthreads();
+    }
     for (int64_t base = first; base < ch1; base += kDepth * kWarps) {
 #pragma unroll
       for (int s = 0; s < kDepth; s++) {
         const int64_t ch = base + s * kWarps;
         if (ch >= ch1) break;  // warp-uniform
         uint32_t b[4];
-        load_x8<T>(p.x, p.ldx, p.n, kend, p.x_vec, col0 + g, ch * kChunk + 8 * c, b);
+        if (p.norm.sumsq)  // warp-uniform
+          load_x8_normed<T>(p.x, p.ldx, p.n, kend, p.x_vec, col0 + g, ch * kChunk + 8 * c,
+                            xscale[g], p.norm.w, b);
+        else
+          load_x8<T>(p.x, p.ldx, p.n, kend, p.x_vec, col0 + g, ch * kChunk + 8 * c, b);
         mma16816<T>(acc[0][0], a[s][0][0], a[s][1][0], a[s][0][1], a[s][1][1], b[0], b[1]);
         mma16816<T>(acc[0][0], a[s][0][2], a[s][1][2], a[s][0][3], a[s][1][3], b[2], b[3]);
         if (ch + kDepth * kWarps < ch1) load_a(s, ch + kDepth * kWarps);
@@ -235,8 +311,12 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
       const int r = o % RT, q = o / RT;
       const int64_t row = row0 + r;
       const int col = col0 + q;
-      if (row < p.M && col < p.n)
-        store_out(p, col, row, sum[q][r] + (p.bias ? p.bias[row] : 0.0f));
+      const bool in = row < p.M && col < p.n;
+      const float v = in ? sum[q][r] + (p.bias ? p.bias[row] : 0.0f) : 0.0f;
+      if (p.res.sumsq)  // block-uniform; RT * CT is a multiple of the block
+        store_residual(p, col, row, in, h_old, v);
+      else if (in)
+        store_out(p, col, row, v);
     }
     return;
   }
@@ -250,9 +330,13 @@ __global__ void __launch_bounds__(kWarps * 32) linear_decode_mma_kernel(MmaArgs 
     const int r = o % RT, q = o / RT;
     const int64_t row = row0 + r;
     const int col = col0 + q;
-    if (row < p.M && col < p.n)
-      store_out(p, col, row,
-                sum_slices(peer, q * (RT + 1) + r, p.splits) + (p.bias ? p.bias[row] : 0.0f));
+    const bool in = row < p.M && col < p.n;
+    const float v =
+        in ? sum_slices(peer, q * (RT + 1) + r, p.splits) + (p.bias ? p.bias[row] : 0.0f) : 0.0f;
+    if (p.res.sumsq)  // block-uniform: the loop runs once in block 0 of the cluster, else never
+      store_residual(p, col, row, in, h_old, v);
+    else if (in)
+      store_out(p, col, row, v);
   }
   cluster_sync();  // no block leaves while another reads its shared memory
 }
@@ -587,7 +671,7 @@ int64_t row_tiles(const DeviceMatrix& W) {
 // The kernel arguments; the K split depends on W alone.
 MmaArgs mma_args(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
                  const float* bias, const LinearDecodeWorkspace& ws, const Out16& y16,
-                 const FusedConv& conv) {
+                 const FusedConv& conv, const NormIn& norm = {}, const ResidualOut& res = {}) {
   MmaArgs p;
   p.W = W.data;
   p.M = W.rows;
@@ -606,14 +690,16 @@ MmaArgs mma_args(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
   p.x16 = ws.x16;
   p.y16 = y16;
   p.conv = conv;
+  p.norm = norm;
+  p.res = res;
   return p;
 }
 
 template <typename T, int MT, int NT>
 void launch_mma(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
                 const float* bias, const LinearDecodeWorkspace& ws, const FusedConv& conv,
-                cudaStream_t stream) {
-  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, {}, conv);
+                cudaStream_t stream, const NormIn& norm = {}, const ResidualOut& res = {}) {
+  const MmaArgs p = mma_args(W, x, ldx, n, y, ldy, bias, ws, {}, conv, norm, res);
   const dim3 grid(unsigned(row_tiles<MT>(W)), unsigned(p.splits), unsigned(ceil_div(n, NT * 8)));
   launch_pdl_cluster(linear_decode_mma_kernel<T, MT, NT>, grid, dim3(1, unsigned(p.splits), 1),
                      dim3(kWarps * 32), 0, stream, p);
@@ -667,10 +753,11 @@ Path path_for(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
 template <typename T>
 void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y, int64_t ldy,
               const float* bias, const LinearDecodeWorkspace& ws, cudaStream_t stream,
-              bool x_rounded, const Out16& y16, const FusedConv& conv) {
+              bool x_rounded, const Out16& y16, const FusedConv& conv, const NormIn& norm,
+              const ResidualOut& res) {
   const Path path = path_for(W, n, ws);
   if (path == Path::kOneSeq)
-    launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, conv, stream);
+    launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, conv, stream, norm, res);
   else if (path == Path::kGemm)
     launch_gemm<T, BigTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
   else if (path == Path::kGemmSmall)
@@ -709,7 +796,7 @@ bool linear_decode_reads_x16(const DeviceMatrix& W, int n, const LinearDecodeWor
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                    int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
                    cudaStream_t stream, bool x_rounded, const Out16& y16,
-                   const FusedConv& conv) {
+                   const FusedConv& conv, const NormIn& norm, const ResidualOut& res) {
   require(W.data && x && y, "linear_decode", "null pointer");
   require(W.rows > 0 && W.cols > 0 && n >= 0 && n <= 65535, "linear_decode", "bad shape");
   require(ldx >= W.cols && ldy >= W.rows, "linear_decode", "bad leading dimension");
@@ -728,12 +815,25 @@ void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, fl
             "fused conv columns outside the output");
     conv1d_step_check(conv.conv, n, conv.slots, "linear_decode (fused conv)");
   }
+  if (norm.sumsq || res.sumsq) {
+    require(n <= 8 && (W.dtype == gguf::DType::F16 || W.dtype == gguf::DType::BF16),
+            "linear_decode", "a NormIn or ResidualOut needs at most 8 rows and 16-bit weights");
+  }
+  require(!norm.sumsq || !x_rounded, "linear_decode", "a NormIn with x_rounded");
+  require(!res.sumsq || (!y16.data && !conv.slots), "linear_decode",
+          "a ResidualOut with y16 or a fused conv");
+  if (norm.sumsq)
+    require(norm.w && reinterpret_cast<uintptr_t>(norm.w) % 16 == 0 && ldx >= W.cols,
+            "linear_decode", "NormIn needs a 16-byte aligned norm weight");
+  if (res.sumsq)
+    require(x != y && ldy >= W.rows, "linear_decode", "ResidualOut with y aliasing x");
   switch (W.dtype) {
     case gguf::DType::F16:
-      dispatch<__half>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
+      dispatch<__half>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv, norm, res);
       break;
     case gguf::DType::BF16:
-      dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
+      dispatch<__nv_bfloat16>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv,
+                              norm, res);
       break;
     case gguf::DType::F32:
       launch_pdl(linear_decode_f32_kernel, dim3(unsigned(ceil_div(W.rows, kWarps))),

@@ -63,6 +63,22 @@ struct FusedConv {
   int64_t first = 0;
 };
 
+// Decode steps of up to 8 rows can do the residual stream's RMSNorm in the two projections
+// around it instead of in a kernel of its own (one kernel fewer a layer). out_proj, given a
+// ResidualOut, adds its result into y, which is then h, as rmsnorm_residual adds its delta, and
+// writes the sum of squares of every 16-feature group of the new h; the next in_proj, given a
+// NormIn, takes x = h and those sums and norms each value as it reads it, with
+// rmsnorm_residual's arithmetic and sum order (rmsnorm.cuh), so that it multiplies the very bits
+// the norm kernel would have given it. Both need n <= 8 and 16-bit weights.
+struct ResidualOut {
+  float* sumsq = nullptr;  // device, (n, ceil(W.rows / 16)); null: y = x W^T (+ bias) as usual
+};
+struct NormIn {
+  const float* sumsq = nullptr;  // device, (n, ceil(W.cols / 16)) from a ResidualOut; null: none
+  const float* w = nullptr;      // device, (W.cols), 16-byte aligned: the norm's weight
+  float eps = 0.0f;
+};
+
 // y16 (optional, allowed only where linear_decode_reads_x16 says so): a 16-bit copy of y's
 // first y16.gemm_k columns (a multiple of 32, at most W.rows), in gemm_x16_index order with
 // K = y16.gemm_k, for a next projection that reads them as its x16 (x_rounded); it must not
@@ -70,7 +86,8 @@ struct FusedConv {
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
                    int64_t ldy, const float* bias, const LinearDecodeWorkspace& ws,
                    cudaStream_t stream, bool x_rounded = false, const Out16& y16 = {},
-                   const FusedConv& conv = {});
+                   const FusedConv& conv = {}, const NormIn& norm = {},
+                   const ResidualOut& res = {});
 
 // Whether linear_decode(W, ..., n, ..., ws) takes its input from ws.x16 (the staged GEMM for
 // more than 8 rows of a large 16-bit weight), so that a producer may write x there directly.

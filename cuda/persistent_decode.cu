@@ -22,6 +22,7 @@ struct Params {
   PersistentDecodeArgs a;
   Schedule sc;
   int norm_threads = 0;       // rmsnorm_residual's block width for d_model
+  int n_groups = 0;           // the norm's 16-value groups, ceil(d_model / 16)
   int xs_pitch = 0;           // 16-bit values per row of the staged activations
   int e_pitch = 0;            // floats per row of dt_low | B | C
   int log2_L = 0;             // scan lanes per channel, as selective_scan_step picks
@@ -187,12 +188,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pa
   const int E = R + 2 * N;
 
   // Shared memory: the rings, the staged 16-bit activations (n, xs_pitch), dt_low | B | C
-  // (n, e_pitch) floats, each warp's dt tile (16 channels x 8 rows), the norm's scratch.
+  // (n, e_pitch) floats, each warp's dt tile (16 channels x 8 rows), the norm's group sums and
+  // total.
   uint4* rings = reinterpret_cast<uint4*>(smem);
   uint16_t* xs = reinterpret_cast<uint16_t*>(rings + kWarps * kRing * 64);
   float* dbl = reinterpret_cast<float*>(xs + n * p.xs_pitch);
   float* dts = dbl + n * p.e_pitch + warp * 16 * 8;
-  float* scratch = dbl + n * p.e_pitch + kWarps * 16 * 8;
+  float* groups = dbl + n * p.e_pitch + kWarps * 16 * 8;  // n_groups + 1
 
   // The first kRing chunks of this warp's stream are requested before anything else.
   Stream st;
@@ -211,21 +213,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(const Pa
       const float* hr = a.h + int64_t(r) * DM;
       constexpr int kKeep = kRmsNormKeep;
       float keep[kKeep];
-      float ss = 0.0f;
-      if (t < B) {
-#pragma unroll
-        for (int i = 0; i < kKeep; i++) {
-          const int j = t + i * B;
-          keep[i] = j < DM ? __ldcg(hr + j) : 0.0f;
-          if (j < DM) ss += keep[i] * keep[i];
-        }
-        for (int j = t + kKeep * B; j < DM; j += B) {
-          const float v = __ldcg(hr + j);
-          ss += v * v;
-        }
-      }
-      ss = block_sum(ss, scratch);  // threads from B on add zeros, as absent warps would
-      const float scale = rsqrtf(ss / float(DM) + cfg.norm_eps);
+      const float scale = rmsnorm_row_scale([&](int j) { return __ldcg(hr + j); }, DM,
+                                            cfg.norm_eps, B, keep, groups, groups + p.n_groups);
       if (t < B) {
 #pragma unroll
         for (int i = 0; i < kKeep; i++) {
@@ -367,6 +356,7 @@ Params make_params(const PersistentDecodeConfig& cfg, const PersistentDecodeArgs
                                  shape(DI, R, kDt, true), shape(DM, DI, kOut, false)};
   p.sc = make_schedule(cfg.n_layer, sh, total_warps);
   p.norm_threads = rmsnorm_threads(DM);
+  p.n_groups = int(ceil_div(DM, 16));
   const int kmax = int(ceil_div(std::max({DM, DI, R}), kChunk) * kChunk);
   p.xs_pitch = kmax + 32;  // rows 64 bytes apart mod 128: lanes g and g + 1 on other banks
   p.e_pitch = int(ceil_div(E, 4) * 4);
@@ -376,7 +366,7 @@ Params make_params(const PersistentDecodeConfig& cfg, const PersistentDecodeArgs
 
 size_t smem_bytes(const Params& p, int n) {
   return size_t(kWarps) * kRing * 1024 + size_t(n) * p.xs_pitch * 2 +
-         size_t(n) * p.e_pitch * 4 + size_t(kWarps) * 16 * 8 * 4 + 32 * 4;
+         size_t(n) * p.e_pitch * 4 + size_t(kWarps) * 16 * 8 * 4 + size_t(p.n_groups + 1) * 4;
 }
 
 // Raises the kernel's dynamic shared-memory limit to at least `bytes` (never lowers it: models

@@ -25,9 +25,10 @@
 // Exactness. Every output is the per-kernel path's value, bit for bit: the projections take
 // the same mma.sync products in the same K order and add them in linear_decode's order (a warp
 // unit is one of linear_decode's warps: its (tile, slice, residue); LinearDecodeSplit), and the
-// norm, conv and scan are the same formulas (conv1d_step_one and selective_scan_step_lanes are
-// shared). So a sequence's logits do not depend on whether it stepped here, alone, or in a
-// batch of 64 through the separate kernels (tests/cuda/test_cuda_model.cpp checks that).
+// norm, conv and scan are the same formulas (rmsnorm_row_scale, conv1d_step_one and
+// selective_scan_step_lanes are shared). So a sequence's logits do not depend on whether it
+// stepped here, alone, or in a batch of 64 through the separate kernels
+// (tests/cuda/test_cuda_model.cpp checks that).
 //
 // Status (H100, docs/benchmarks.md): exact, but slower than the per-kernel path (mamba-1.4b
 // tg128 430 against 527 tok/s): a phase and its grid barrier cost about 5 us, more than the

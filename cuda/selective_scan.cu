@@ -152,10 +152,33 @@ __global__ void __launch_bounds__(kThreads, V == 1 ? 5 : 1)
 // split is shifts and masks (L = 1 << log2_L), the rounds are a fixed pair instead of a loop
 // whose trip count needs a division, and offsets other than the state's are 32-bit (the host
 // checks they fit).
+//
+// The state is requested into L2 before the wait for dt (Hopper's bulk prefetch; the first n
+// blocks take a row each): a decode step starts with the copies of its tokens and slots, which
+// wait for all earlier work, and within the step only this kernel writes the layer's SSM
+// state, so neither it nor slots depends on the kernels this one may overlap. At 64 rows the
+// state is 16.8 MB (mamba-1.4b): the blocks of the first wave alone could not have it in
+// flight, and dt_proj before it reads little from HBM.
 template <int V>
 __global__ void selective_scan_step_kernel(SelectiveScanParams p, const int32_t* __restrict__ slots,
                                            int log2_L) {
-  pdl_start();
+  pdl_launch_dependents();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (V == 4 && threadIdx.x == 0) {
+    const unsigned id = blockIdx.x + blockIdx.y * gridDim.x;  // the first n blocks: row id
+    if (id < gridDim.y) {
+      const char* src = reinterpret_cast<const char*>(p.state.base + int64_t(slots[id]) *
+                                                                         p.state.slot_stride);
+      const int64_t bytes = int64_t(p.d_inner) * p.d_state * 4;  // a multiple of 16 (V == 4)
+      constexpr int64_t kPiece = 64 << 10;
+      for (int64_t off = 0; off < bytes; off += kPiece)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src + off),
+                     "r"(unsigned(bytes - off < kPiece ? bytes - off : kPiece))
+                     : "memory");
+    }
+  }
+#endif
+  pdl_wait();
   const int L = 1 << log2_L;
   const int g = int((blockIdx.x * blockDim.x + threadIdx.x) >> log2_L);  // channel
   const int j = int(threadIdx.x) & (L - 1);

@@ -862,3 +862,73 @@ TEST_CASE("errors: out of memory names the allocation; preconditions are checked
 }
 
 }  // namespace
+
+// The residual stream's RMSNorm done by the projections around it (decode steps of up to 8
+// rows): out_proj with a ResidualOut adds into h and writes the groups' sums of squares, and
+// in_proj with a NormIn norms h as it reads it. Bit for bit what out_proj, rmsnorm_residual and
+// in_proj give one after another, for h and for in_proj's output; the shapes of mamba-1.4b, and
+// a width that is not a multiple of 16 (a partial last group) with a bias on out_proj.
+TEST_CASE("linear_decode: the norm in the projections equals the norm kernel between them") {
+  if (no_device()) return;
+  struct Case {
+    int d, d_inner, in_rows;
+    bool bias;
+    const char* what;
+  };
+  const std::vector<Case> cases = {{2048, 4096, 8192, false, "mamba-1.4b"},
+                                   {200, 96, 77, true, "odd width, bias"}};
+  const float eps = 1e-5f;
+  for (const auto& c : cases) {
+    for (DType t : {DType::F16, DType::BF16}) {
+      Weight Wo(randn(size_t(c.d) * c.d_inner, 1.0f / std::sqrt(float(c.d_inner))), t);
+      Weight Wi(randn(size_t(c.in_rows) * c.d, 1.0f / std::sqrt(float(c.d))), t);
+      const mamba::cuda::DeviceMatrix out_proj{Wo.dev.data(), t, c.d, c.d_inner};
+      const mamba::cuda::DeviceMatrix in_proj{Wi.dev.data(), t, c.in_rows, c.d};
+      const mamba::cuda::LinearDecodeWorkspace ws{};
+      DeviceBuffer dw = to_device(randn(c.d, 0.2f, 1.0f));
+      DeviceBuffer db = to_device(randn(c.d, 0.1f));
+      const float* bias = c.bias ? db.as<float>() : nullptr;
+      for (int n : {1, 3, 8}) {
+        const auto h0 = randn(size_t(n) * c.d), y = randn(size_t(n) * c.d_inner);
+        DeviceBuffer dy = to_device(y);
+        std::vector<float> h[2], z[2];
+        for (int fused = 0; fused < 2; fused++) {
+          DeviceBuffer dh = to_device(h0), dz(size_t(n) * c.in_rows * 4, "z");
+          DeviceBuffer dsum(size_t(n) * ((c.d + 15) / 16) * 4, "sumsq");
+          if (fused) {
+            mamba::cuda::linear_decode(out_proj, dy.as<float>(), c.d_inner, n, dh.as<float>(),
+                                       c.d, bias, ws, nullptr, false, {}, {}, {},
+                                       {dsum.as<float>()});
+            mamba::cuda::linear_decode(in_proj, dh.as<float>(), c.d, n, dz.as<float>(),
+                                       c.in_rows, nullptr, ws, nullptr, false, {}, {},
+                                       {dsum.as<float>(), dw.as<float>(), eps});
+          } else {
+            DeviceBuffer dout(size_t(n) * c.d * 4, "out"), dxn(size_t(n) * c.d * 4, "xn");
+            mamba::cuda::linear_decode(out_proj, dy.as<float>(), c.d_inner, n, dout.as<float>(),
+                                       c.d, bias, ws, nullptr);
+            mamba::cuda::rmsnorm_residual(dh.as<float>(), dout.as<float>(), dw.as<float>(), n,
+                                          c.d, eps, dxn.as<float>(), {}, nullptr);
+            mamba::cuda::linear_decode(in_proj, dxn.as<float>(), c.d, n, dz.as<float>(),
+                                       c.in_rows, nullptr, ws, nullptr);
+          }
+          h[fused] = to_host<float>(dh, h0.size());
+          z[fused] = to_host<float>(dz, size_t(n) * c.in_rows);
+        }
+        INFO(c.what, " ", dname(t), " n ", n);
+        CHECK(std::memcmp(h[0].data(), h[1].data(), h[0].size() * 4) == 0);
+        CHECK(std::memcmp(z[0].data(), z[1].data(), z[0].size() * 4) == 0);
+        // And the result is a real projection of the normed h (not, say, all zeros).
+        double zz = 0;
+        for (float v : z[1]) zz += double(v) * v;
+        CHECK(zz > 0.1 * double(z[1].size()));
+      }
+      // Misuse is refused: more than 8 rows, and a NormIn with x_rounded.
+      DeviceBuffer dh(size_t(9) * c.d * 4, "h"), dsum(size_t(9) * ((c.d + 15) / 16) * 4, "s");
+      DeviceBuffer dz(size_t(9) * c.in_rows * 4, "z");
+      CHECK_THROWS_AS(mamba::cuda::linear_decode(in_proj, dh.as<float>(), c.d, 9, dz.as<float>(),
+                                                 c.in_rows, nullptr, ws, nullptr, false, {}, {},
+                                                 {dsum.as<float>(), dw.as<float>(), eps}),
+                      mamba::Error);
+    }
+  }
+}
