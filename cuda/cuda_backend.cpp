@@ -18,6 +18,7 @@
 #include <map>
 #include <string>
 
+#include "argmax.cuh"
 #include "common.cuh"
 #include "conv1d.cuh"
 #include "embedding.cuh"
@@ -83,10 +84,20 @@ class CudaBackend final : public Backend {
               std::vector<float>& logits) override;
   std::span<const float> decode_view(std::span<const int> slots,
                                      std::span<const int32_t> tokens) override;
+  // The step's logits stay on the device; each row's greedy pick comes back (argmax_rows).
+  std::span<const int32_t> decode_greedy(std::span<const int> slots,
+                                         std::span<const int32_t> tokens,
+                                         std::span<const int32_t> banned) override;
+  bool picks_on_device() const override { return true; }
   bool runs_persistent() const { return persistent_; }
 
  private:
   int max_decode_batch() const { return std::min(logit_rows_, kMaxDecodeBatch); }
+  // Copies rows [b0, b0 + nb) of the call's tokens and slots to tokens_ and slots_ and runs
+  // their decode step (decode_batch), which leaves their logits in logits_ (nb <=
+  // max_decode_batch()). Every decode entry point steps through here.
+  void step_rows(std::span<const int> slots, std::span<const int32_t> tokens, int64_t b0, int nb);
+  // step_rows, then the logits copied to the page-locked host_logits_.
   void decode_rows(std::span<const int> slots, std::span<const int32_t> tokens, int64_t b0,
                    int nb);
   DeviceBuffer upload(const void* data, size_t bytes, const std::string& what);
@@ -181,9 +192,10 @@ class CudaBackend final : public Backend {
   DeviceBuffer logits_;   // (logit_rows, n_vocab)
   DeviceBuffer cublas_ws_;
   cuda::SeqBatch prefill_batch_;
-  // Page-locked host staging for decode: (kMaxDecodeBatch) token and slot ids, and
-  // (logit_rows, n_vocab) logits, so the per-token copies run at full PCIe speed.
+  // Page-locked host staging for decode: (kMaxDecodeBatch) token, slot, banned and picked
+  // ids, and (logit_rows, n_vocab) logits, so the per-token copies run at full PCIe speed.
   cuda::HostBuffer host_ids_, host_logits_;
+  DeviceBuffer banned_, picks_;  // (kMaxDecodeBatch) int32: decode_greedy's bans and picks
   // The decode projections' 16-bit activations (batches of more than 8 rows), in three
   // regions of one buffer, as a producer may write the next projection's input while its own
   // is still being read: dec_ws_ for in_proj, out_proj and the LM head; dec_xp_ws_ for
@@ -326,7 +338,9 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
     dec_xp_ws_ = region(elems[0], elems[1]);
     dec_dt_ws_ = region(elems[0] + elems[1], elems[2]);
   }
-  host_ids_ = cuda::HostBuffer(2 * size_t(kMaxDecodeBatch) * sizeof(int32_t), "decode ids");
+  host_ids_ = cuda::HostBuffer(4 * size_t(kMaxDecodeBatch) * sizeof(int32_t), "decode ids");
+  banned_ = DeviceBuffer(size_t(kMaxDecodeBatch) * sizeof(int32_t), "decode banned ids");
+  picks_ = DeviceBuffer(size_t(kMaxDecodeBatch) * sizeof(int32_t), "decode greedy picks");
   host_logits_ = cuda::HostBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),
                                   "decode logits");
   const auto env_on = [](const char* name) {
@@ -773,11 +787,10 @@ void CudaBackend::decode_batch(int n) {
   CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
 }
 
-// Steps rows [b0, b0 + nb) of the call (nb <= max_decode_batch()) and leaves their logits in
-// the page-locked host_logits_.
-void CudaBackend::decode_rows(std::span<const int> slots, std::span<const int32_t> tokens,
-                              int64_t b0, int nb) {
-  int32_t* ids = host_ids_.as<int32_t>();  // [tokens (kMaxDecodeBatch) | slots (kMaxDecodeBatch)]
+void CudaBackend::step_rows(std::span<const int> slots, std::span<const int32_t> tokens,
+                            int64_t b0, int nb) {
+  // host_ids_: [tokens | slots | banned | picks], kMaxDecodeBatch each.
+  int32_t* ids = host_ids_.as<int32_t>();
   for (int i = 0; i < nb; i++) {
     ids[i] = tokens[size_t(b0 + i)];
     ids[kMaxDecodeBatch + i] = slots[size_t(b0 + i)];
@@ -787,6 +800,11 @@ void CudaBackend::decode_rows(std::span<const int> slots, std::span<const int32_
   CUDA_CHECK(cudaMemcpyAsync(slots_.data(), ids + kMaxDecodeBatch, size_t(nb) * sizeof(int32_t),
                              cudaMemcpyHostToDevice, stream_));
   decode_batch(nb);
+}
+
+void CudaBackend::decode_rows(std::span<const int> slots, std::span<const int32_t> tokens,
+                              int64_t b0, int nb) {
+  step_rows(slots, tokens, b0, nb);
   CUDA_CHECK(cudaMemcpyAsync(host_logits_.as<float>(), logits_.data(),
                              size_t(nb) * size_t(c_.n_vocab) * sizeof(float),
                              cudaMemcpyDeviceToHost, stream_));
@@ -814,6 +832,33 @@ std::span<const float> CudaBackend::decode_view(std::span<const int> slots,
   if (tokens.empty()) return {};
   decode_rows(slots, tokens, 0, int(tokens.size()));
   return {host_logits_.as<float>(), tokens.size() * size_t(c_.n_vocab)};
+}
+
+// The same step as decode_view (step_rows: the persistent kernel or the per-kernel layers, from
+// a graph or plain launches), then each row's pick from logits_ on the device, after the step
+// in stream order; only the nb ids come back, through the page-locked host_ids_.
+std::span<const int32_t> CudaBackend::decode_greedy(std::span<const int> slots,
+                                                    std::span<const int32_t> tokens,
+                                                    std::span<const int32_t> banned) {
+  if (int64_t(tokens.size()) > max_decode_batch())
+    return Backend::decode_greedy(slots, tokens, banned);
+  check_decode(slots, tokens);
+  check_banned(tokens, banned);
+  if (tokens.empty()) return {};
+  const int nb = int(tokens.size());
+  int32_t* bans = host_ids_.as<int32_t>() + 2 * kMaxDecodeBatch;
+  int32_t* picks = host_ids_.as<int32_t>() + 3 * kMaxDecodeBatch;
+  std::copy(banned.begin(), banned.end(), bans);
+  CUDA_CHECK(cudaMemcpyAsync(banned_.data(), bans, size_t(nb) * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  step_rows(slots, tokens, 0, nb);
+  cuda::argmax_rows(logits_.as<float>(), c_.n_vocab, nb, int(c_.n_vocab), banned_.as<int32_t>(),
+                    picks_.as<int32_t>(), stream_);
+  CUDA_CHECK(cudaMemcpyAsync(picks, picks_.data(), size_t(nb) * sizeof(int32_t),
+                             cudaMemcpyDeviceToHost, stream_));
+  // The host copies above read and write host_ids_, which the next call rewrites.
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return {picks, size_t(nb)};
 }
 
 }  // namespace

@@ -446,6 +446,70 @@ TEST_CASE("persistent decode: the same bits as the per-kernel layers") {
   CHECK(ran > 0);
 }
 
+// Greedy steps picked on the device: decode_greedy's ids are greedy_argmax of the logits that
+// decode_view gives for the same step from the same states (banned ids included), and the
+// states it leaves are the same; the scheduler's all-greedy batches then equal generate().
+// Both decode paths (the per-kernel layers and, where it takes the model, the persistent
+// step) with graphs and with plain launches: each size comes twice, so that a view's plain
+// step or graph replay meets a greedy step's graph capture or replay.
+TEST_CASE("decode_greedy: device picks equal the host's picks from the same step's logits") {
+  if (no_device()) return;
+  int persistent_ran = 0;
+  for (const Variant& v : variants()) {
+    if (quick() && v.name != "mamba1 f16" && v.name != "mamba1 d_model 128 f16") continue;
+    INFO("model ", v.name);
+    const auto model = write_and_load(v);
+    const int kSeq = 12;
+    for (const bool persistent : {false, true}) {
+      for (const bool graphs : {true, false}) {
+        INFO("persistent ", persistent, " graphs ", graphs);
+        auto gpu = backend(*model, "cuda", kSeq, mamba::CudaOptions{graphs, 512, persistent});
+        CHECK(gpu->picks_on_device());
+        if (persistent && !mamba::cuda_persistent_decode(*gpu)) continue;
+        persistent_ran += mamba::cuda_persistent_decode(*gpu);
+        const int64_t V = model->config().n_vocab;
+        std::vector<std::vector<uint8_t>> states(kSeq);
+        std::vector<float> logits;
+        for (int s = 0; s < kSeq; s++) {
+          gpu->prefill(s, random_tokens(1 + s % 5, V), false, logits);
+          gpu->save_slot(s, states[size_t(s)]);
+        }
+        for (int n : {1, 8, 9, 12, 1, 8, 9, 12}) {
+          std::vector<int> slots(static_cast<size_t>(n));
+          std::vector<int32_t> banned(static_cast<size_t>(n), -1);
+          for (int i = 0; i < n; i++) slots[size_t(i)] = (i * 5 + n) % kSeq;
+          std::sort(slots.begin(), slots.end());
+          slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
+          banned.resize(slots.size());
+          const auto toks = random_tokens(int(slots.size()), V);
+          const auto view = gpu->decode_view(slots, toks);
+          const std::vector<float> rows(view.begin(), view.end());
+          std::vector<std::vector<uint8_t>> after(slots.size());
+          for (size_t i = 0; i < slots.size(); i++) {
+            gpu->save_slot(slots[i], after[i]);
+            gpu->load_slot(slots[i], states[size_t(slots[i])]);
+            const auto row = std::span<const float>(rows).subspan(i * size_t(V), size_t(V));
+            // Even rows ban their best, so that the next best wins.
+            if (i % 2 == 0) banned[i] = mamba::greedy_argmax(row, -1);
+          }
+          const auto ids = gpu->decode_greedy(slots, toks, banned);
+          REQUIRE(ids.size() == slots.size());
+          for (size_t i = 0; i < slots.size(); i++) {
+            INFO("batch of ", slots.size(), " row ", i);
+            const auto row = std::span<const float>(rows).subspan(i * size_t(V), size_t(V));
+            CHECK(ids[i] == mamba::greedy_argmax(row, banned[i]));
+            std::vector<uint8_t> st;
+            gpu->save_slot(slots[i], st);
+            CHECK(st == after[i]);
+            gpu->load_slot(slots[i], states[size_t(slots[i])]);
+          }
+        }
+      }
+    }
+  }
+  CHECK(persistent_ran > 0);
+}
+
 // ---- fixtures: checkpoints converted with mamba-convert ------------------------------------
 
 namespace {

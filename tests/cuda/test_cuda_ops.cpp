@@ -7,9 +7,12 @@
 #include <array>
 #include <cstring>
 #include <limits>
+#include <random>
 
+#include "argmax.cuh"
 #include "conv1d.cuh"
 #include "cuda_test_util.h"
+#include "engine/sampler.h"
 #include "embedding.cuh"
 #include "falcon_rms.cuh"
 #include "gated_rmsnorm.cuh"
@@ -931,4 +934,50 @@ TEST_CASE("linear_decode: the norm in the projections equals the norm kernel bet
                       mamba::Error);
     }
   }
+}
+
+// ---- argmax_rows (greedy picks on the device) ---------------------------------------------
+
+// Each row's pick is greedy_argmax's (sampler.h), the Sampler's greedy pick: rows with ties,
+// NaNs, infinities, a banned id at the maximum, no finite value at all, and signed zeros.
+TEST_CASE("argmax_rows: each row's pick is greedy_argmax's") {
+  if (no_device()) return;
+  std::mt19937_64 g(5);
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int V : {1, 7, 1025, 50280}) {
+    const int n = 64, ld = V + 3;
+    std::vector<float> x(size_t(n) * ld, 1e30f);  // padding past V must be ignored
+    std::vector<int32_t> banned(n, -1);
+    for (int r = 0; r < n; r++) {
+      float* row = x.data() + size_t(r) * ld;
+      for (int i = 0; i < V; i++)
+        row[i] = r % 4 == 1 ? float(int(g() % 5)) : float(int64_t(g() % 2001) - 1000) * 1e-3f;
+      if (r % 5 == 0) row[g() % V] = nan;
+      if (r % 7 == 0) row[g() % V] = inf;
+      if (r % 9 == 0) row[g() % V] = -inf;
+      if (r % 11 == 0) std::fill(row, row + V, -inf);
+      if (r % 13 == 0) std::fill(row, row + V, nan);
+      if (r % 17 == 0) std::fill(row, row + V, r % 2 ? 0.0f : -0.0f);
+      if (r % 3 == 0) banned[size_t(r)] = int32_t(g() % V);
+      if (r % 6 == 0)  // the maximum itself
+        banned[size_t(r)] = mamba::greedy_argmax(std::span<const float>(row, size_t(V)), -1);
+    }
+    DeviceBuffer dx = to_device(x), db = to_device(banned), ids(size_t(n) * 4, "ids");
+    for (const bool with_bans : {true, false}) {
+      mamba::cuda::argmax_rows(dx.as<float>(), ld, n, V, with_bans ? db.as<int32_t>() : nullptr,
+                               ids.as<int32_t>(), nullptr);
+      const auto got = to_host<int32_t>(ids, size_t(n));
+      int64_t differ = 0;
+      for (int r = 0; r < n; r++)
+        differ += got[size_t(r)] !=
+                  mamba::greedy_argmax(std::span<const float>(x.data() + size_t(r) * ld, size_t(V)),
+                                       with_bans ? banned[size_t(r)] : -1);
+      INFO("V ", V, " bans ", with_bans);
+      CHECK(differ == 0);
+    }
+  }
+  DeviceBuffer ids(4, "ids");
+  CHECK_THROWS_AS(mamba::cuda::argmax_rows(nullptr, 8, 1, 8, nullptr, ids.as<int32_t>(), nullptr),
+                  mamba::Error);
 }
