@@ -65,6 +65,19 @@ std::vector<int32_t> random_tokens(int n, int64_t n_vocab) {
   return v;
 }
 
+// Prefills slots 0 .. n-1 with random prompts of 1 .. max_len tokens, so that every slot holds
+// a different state, and returns the states as save_slot gives them.
+std::vector<std::vector<uint8_t>> distinct_states(mamba::Backend& gpu, int n, int max_len,
+                                                  int64_t n_vocab) {
+  std::vector<std::vector<uint8_t>> states(static_cast<size_t>(n));
+  std::vector<float> logits;
+  for (int s = 0; s < n; s++) {
+    gpu.prefill(s, random_tokens(1 + s % max_len, n_vocab), false, logits);
+    gpu.save_slot(s, states[size_t(s)]);
+  }
+  return states;
+}
+
 // Gap between the largest and the second largest logit.
 double top2_margin(const float* l, size_t V) {
   float a = -INFINITY, b = -INFINITY;
@@ -356,13 +369,8 @@ TEST_CASE("batch invariance: every row of a batched decode equals the same step 
     const int kSeq = 70;
     auto gpu = backend(*model, "cuda", kSeq);
     const int64_t V = model->config().n_vocab;
-    // Different prompts, so every slot holds a different state.
-    std::vector<std::vector<uint8_t>> states(kSeq);
+    const auto states = distinct_states(*gpu, kSeq, 9, V);
     std::vector<float> logits;
-    for (int s = 0; s < kSeq; s++) {
-      gpu->prefill(s, random_tokens(1 + s % 9, V), false, logits);
-      gpu->save_slot(s, states[size_t(s)]);
-    }
     const auto toks = random_tokens(kSeq, V);
     // Alone: each slot's step on its own.
     std::vector<float> alone(size_t(kSeq) * size_t(V));
@@ -468,12 +476,7 @@ TEST_CASE("decode_greedy: device picks equal the host's picks from the same step
         if (persistent && !mamba::cuda_persistent_decode(*gpu)) continue;
         persistent_ran += mamba::cuda_persistent_decode(*gpu);
         const int64_t V = model->config().n_vocab;
-        std::vector<std::vector<uint8_t>> states(kSeq);
-        std::vector<float> logits;
-        for (int s = 0; s < kSeq; s++) {
-          gpu->prefill(s, random_tokens(1 + s % 5, V), false, logits);
-          gpu->save_slot(s, states[size_t(s)]);
-        }
+        const auto states = distinct_states(*gpu, kSeq, 5, V);
         for (int n : {1, 8, 9, 12, 1, 8, 9, 12}) {
           std::vector<int> slots(static_cast<size_t>(n));
           std::vector<int32_t> banned(static_cast<size_t>(n), -1);
