@@ -17,6 +17,10 @@
 #   PROFILE_FULL  with PROFILE: a kernel-name regex; ncu --set full on its first
 #               PROFILE_FULL_COUNT (default 2) calls at PROFILE_BATCH rows, written as a report
 #               (full-LABEL.ncu-rep) and as text (full-LABEL.txt, the details page)
+#   BATCH       "REQUESTS x PROMPT_TOKENS" (e.g. 64x16): after the benches, every tree's
+#               mamba-batch runs that many greedy requests of random prompt ids, 128 new
+#               tokens each (ignore_eos), --parallel REQUESTS, on the first model; its own
+#               summary line (tokens, seconds, tok/s) is printed (default: none)
 #   MODEL_DIR   where the models go (default /tmp/models)
 #   LOG_DIR     where the tables go (default $OUT, else ./gpu-bench-logs)
 #   DEPS_DIR    unpacked Debian packages to build against (default .deps, used when present;
@@ -76,7 +80,7 @@ for i in "${!labels[@]}"; do
   label=${labels[$i]}
   build=/tmp/gpu-bench-build/$label
   ( cmake -S "${trees[$i]}" -B "$build" "${cmake_args[@]}" >"$logs/configure-$label.log" 2>&1 &&
-    cmake --build "$build" -j"$jobs" --target mamba-bench mamba-random \
+    cmake --build "$build" -j"$jobs" --target mamba-bench mamba-random mamba-batch \
       >"$logs/build-$label.log" 2>&1 ) &
 done
 wait
@@ -106,6 +110,25 @@ for label in "${labels[@]}"; do
   /tmp/gpu-bench-build/$label/bin/mamba-bench -m "$list" --device cuda $bench_args \
     2>&1 | tee "$logs/bench-$label.md"
 done
+
+if [ -n "${BATCH:-}" ]; then
+  nreq=${BATCH%x*} plen=${BATCH#*x}
+  req=$logs/requests-$BATCH.jsonl
+  python3 - "$nreq" "$plen" >"$req" <<'EOF'
+import json, random, sys
+n, p = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(7)
+for i in range(n):
+    print(json.dumps({"id": i, "prompt_ids": [rng.randrange(50000) for _ in range(p)],
+                      "n_predict": 128, "ignore_eos": True}))
+EOF
+  for label in "${labels[@]}"; do
+    echo "== $label: mamba-batch, $nreq requests of $plen prompt ids, 128 new tokens"
+    /tmp/gpu-bench-build/$label/bin/mamba-batch -m "${files[0]}" --device cuda \
+      --batch-file "$req" -o "$logs/batch-out-$label.jsonl" --parallel "$nreq" 2>&1 |
+      grep -E "^done|rror"
+  done
+fi
 
 if [ -n "${PROFILE:-}" ]; then
   f=$mdir/$PROFILE-f16.gguf
