@@ -80,7 +80,7 @@ for i in "${!labels[@]}"; do
   label=${labels[$i]}
   build=/tmp/gpu-bench-build/$label
   ( cmake -S "${trees[$i]}" -B "$build" "${cmake_args[@]}" >"$logs/configure-$label.log" 2>&1 &&
-    cmake --build "$build" -j"$jobs" --target mamba-bench mamba-random mamba-batch \
+    cmake --build "$build" -j"$jobs" --target mamba-bench mamba-random ${BATCH:+mamba-batch} \
       >"$logs/build-$label.log" 2>&1 ) &
 done
 wait
