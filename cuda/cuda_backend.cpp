@@ -42,6 +42,11 @@ using cuda::DeviceMatrix;
 constexpr int kMaxDecodeBatch = 256;
 // Rows of logits computed per LM-head call when every prompt position needs logits.
 constexpr int kMinLogitRows = 64;
+// Prompt pieces of at most this many tokens are prefilled through the decode projections
+// (short_prefill_), so that prefill_batch can pack them; at most kMaxPacked prompts a pass.
+constexpr int kShortPrefill = 64;
+constexpr int kMaxPacked = 64;
+constexpr int kMaxPackedRows = 1024;
 constexpr size_t kCublasWorkspace = size_t(32) << 20;
 
 struct DeviceLayer {
@@ -63,6 +68,15 @@ struct DeviceLayer {
 
 const float* ptr_or_null(const DeviceBuffer& b) { return b ? b.as<float>() : nullptr; }
 
+// Sets a flag for one forward pass and clears it on the way out, exceptions included.
+struct ShortPrefill {
+  ShortPrefill(bool& flag, bool on) : flag_(flag) { flag_ = on; }
+  ~ShortPrefill() { flag_ = false; }
+  ShortPrefill(const ShortPrefill&) = delete;
+  ShortPrefill& operator=(const ShortPrefill&) = delete;
+  bool& flag_;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const Model& model, const BackendOptions& opts, const CudaOptions& copts);
@@ -80,6 +94,11 @@ class CudaBackend final : public Backend {
 
   void prefill(int slot, std::span<const int32_t> tokens, bool all_logits,
                std::vector<float>& logits) override;
+  // Prompts of at most kShortPrefill tokens go through shared forward passes, up to
+  // kMaxPacked of them and max_rows_ rows at a time; longer ones through prefill().
+  void prefill_batch(std::span<const int> slots,
+                     std::span<const std::span<const int32_t>> prompts,
+                     std::vector<float>& last_logits) override;
   void decode(std::span<const int> slots, std::span<const int32_t> tokens,
               std::vector<float>& logits) override;
   std::span<const float> decode_view(std::span<const int> slots,
@@ -93,6 +112,13 @@ class CudaBackend final : public Backend {
 
  private:
   int max_decode_batch() const { return std::min(logit_rows_, kMaxDecodeBatch); }
+  // One forward pass over prompts[idx[0]], prompts[idx[1]], ... (each at most kShortPrefill
+  // tokens, all together at most max_rows_ rows with one more per prompt, at most kMaxPacked
+  // prompts), continuing their slots; row idx[i] of last_logits gets prompt idx[i]'s last
+  // position.
+  void prefill_packed(std::span<const int> slots,
+                      std::span<const std::span<const int32_t>> prompts,
+                      std::span<const size_t> idx, std::vector<float>& last_logits);
   // Copies rows [b0, b0 + nb) of the call's tokens and slots to tokens_ and slots_ and runs
   // their decode step (decode_batch), which leaves their logits in logits_ (nb <=
   // max_decode_batch()). Every decode entry point steps through here.
@@ -177,7 +203,8 @@ class CudaBackend final : public Backend {
   // ---- activations, (max_rows, ...) ----
   DeviceBuffer tokens_;   // (max_rows) int32
   DeviceBuffer slots_;    // (max_rows) int32  decode: slot of each row
-  DeviceBuffer seq_;      // int32 [start 0, start 1, slot]  prefill: the one sequence
+  // int32, prefill: (n_seq + 1) starts, then n_seq slots, then n_seq last rows (packed)
+  DeviceBuffer seq_;
   DeviceBuffer h_;        // (max_rows, d_model)  residual stream
   DeviceBuffer xn_;       // (max_rows, d_model)  normed input of the mixer / LM head
   DeviceBuffer out_;      // (max_rows, d_model)  mixer output, added to h by the next norm
@@ -192,6 +219,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer logits_;   // (logit_rows, n_vocab)
   DeviceBuffer cublas_ws_;
   cuda::SeqBatch prefill_batch_;
+  // A forward pass over prompt pieces of at most kShortPrefill tokens: its projections (and
+  // its LM head) run linear_decode, whose every row is computed the same way however many
+  // rows it is given, instead of cuBLAS, whose result for a row depends on the row count. So
+  // a short prompt prefilled alone and packed with others gives the same bits.
+  bool short_prefill_ = false;
   // Page-locked host staging for decode: (kMaxDecodeBatch) token, slot, banned and picked
   // ids, and (logit_rows, n_vocab) logits, so the per-token copies run at full PCIe speed.
   cuda::HostBuffer host_ids_, host_logits_;
@@ -287,7 +319,8 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
   };
   tokens_ = DeviceBuffer(R * sizeof(int32_t), "activations token ids");
   slots_ = DeviceBuffer(R * sizeof(int32_t), "activations slot ids");
-  seq_ = DeviceBuffer(3 * sizeof(int32_t), "activations sequence table");
+  seq_ = DeviceBuffer((3 * size_t(kMaxPacked) + 1) * sizeof(int32_t),
+                     "activations sequence table");
   h_ = act(c_.d_model, "residual");
   xn_ = act(c_.d_model, "norm output");
   out_ = act(c_.d_model, "mixer output");
@@ -309,18 +342,25 @@ CudaBackend::CudaBackend(const Model& model, const BackendOptions& opts,
     sp.head_dim = int(c_.head_dim);
     sp.d_state = int(c_.d_state);
     sp.n_groups = int(c_.n_groups);
-    cuda::SeqBatch b;
-    b.n_seq = 1;
-    b.n_tok = b.max_len = max_rows_;
-    ssd_ws_ = DeviceBuffer(cuda::ssd_workspace_bytes(sp, b), "activations SSD workspace");
+    cuda::SeqBatch one, packed;  // a prompt piece alone, and packed short prompts
+    one.n_seq = 1;
+    one.n_tok = one.max_len = max_rows_;
+    packed.n_seq = kMaxPacked;
+    packed.n_tok = max_rows_;
+    packed.max_len = std::min(kShortPrefill, max_rows_);
+    ssd_ws_ = DeviceBuffer(std::max(cuda::ssd_workspace_bytes(sp, one),
+                                    cuda::ssd_workspace_bytes(sp, packed)),
+                           "activations SSD workspace");
   }
   logits_ = DeviceBuffer(size_t(logit_rows_) * size_t(c_.n_vocab) * sizeof(float),
                          "logits for " + std::to_string(logit_rows_) + " rows");
   {
     // Region sizes are multiples of 512 values, so every region stays 16-byte aligned.
     size_t elems[3] = {};  // dec_ws_, dec_xp_ws_, dec_dt_ws_
+    // Decode batches, and the packed rows of short prompts (short_prefill_).
+    const int rows = std::max(max_batch, std::min(max_rows_, kMaxPackedRows));
     const auto grow = [&](size_t& e, const DeviceMatrix& W) {
-      if (W.data) e = std::max(e, cuda::linear_decode_needs(W, max_batch).x16_elems);
+      if (W.data) e = std::max(e, cuda::linear_decode_needs(W, rows).x16_elems);
     };
     grow(elems[0], output_);
     for (const DeviceLayer& d : layers_) {
@@ -538,8 +578,8 @@ void CudaBackend::mamba1_mixer(int il, int n, bool decode) {
   in_proj_conv(il, n, decode, proj, ld_proj, proj, DI, xc, xc16);
   // Where both run the staged GEMM, x_proj also writes dt_low rounded for dt_proj, which then
   // needs no rounding pass (not for Falcon-Mamba, whose dt_low is normed in between).
-  const bool dt16 = decode && xc16.data && !c_.dt_b_c_rms && dec_dt_ws_.x16 &&
-                    cuda::linear_decode_reads_x16(w.dt_proj, n, dec_dt_ws_);
+  const bool dt16 = (decode || short_prefill_) && xc16.data && !c_.dt_b_c_rms &&
+                    dec_dt_ws_.x16 && cuda::linear_decode_reads_x16(w.dt_proj, n, dec_dt_ws_);
   const cuda::Out16 dt_low16 =
       dt16 ? cuda::Out16{dec_dt_ws_.x16, w.dt_proj.dtype == gguf::DType::BF16, R} : cuda::Out16{};
   this->proj(w.x_proj, xc, DI, n, dbl, ld_dbl, DeviceBuffer(), decode, xc16.data != nullptr,
@@ -680,7 +720,7 @@ void CudaBackend::proj(const DeviceMatrix& W, const float* x, int64_t ldx, int n
                        const cuda::LinearDecodeWorkspace* ws, cuda::Out16 y16,
                        const cuda::FusedConv& conv, const cuda::NormIn& norm,
                        const cuda::ResidualOut& res) {
-  if (decode)
+  if (decode || short_prefill_)
     cuda::linear_decode(W, x, ldx, n, y, ldy, ptr_or_null(b), ws ? *ws : dec_ws_, stream_,
                         x_rounded, y16, conv, norm, res);
   else
@@ -692,7 +732,7 @@ cuda::Out16 CudaBackend::rounded_input(const DeviceMatrix& W, bool decode, int n
                                        const cuda::LinearDecodeWorkspace& ws) const {
   if (W.dtype == gguf::DType::F32) return {};
   const bool bf16 = W.dtype == gguf::DType::BF16;
-  if (!decode) return {lin16_.data(), bf16};
+  if (!decode && !short_prefill_) return {lin16_.data(), bf16};
   if (cuda::linear_decode_reads_x16(W, n, ws)) return {ws.x16, bf16, W.cols};
   return {};
 }
@@ -726,6 +766,7 @@ void CudaBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_lo
     CUDA_CHECK(cudaMemcpyAsync(tokens_.data(), tokens.data() + t0, size_t(len) * sizeof(int32_t),
                                cudaMemcpyHostToDevice, stream_));
     prefill_batch_.n_tok = prefill_batch_.max_len = len;
+    ShortPrefill short_pass(short_prefill_, len <= kShortPrefill);
     forward(len, /*decode=*/false);
     if (all_logits) {
       for (int r0 = 0; r0 < len; r0 += logit_rows_) {
@@ -743,6 +784,95 @@ void CudaBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_lo
     // The host arrays above must stay alive until their copies have run.
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+}
+
+void CudaBackend::prefill_batch(std::span<const int> slots,
+                                std::span<const std::span<const int32_t>> prompts,
+                                std::vector<float>& last_logits) {
+  check_prefill_batch(slots, prompts);
+  for (const auto& p : prompts) check_tokens(p);
+  const size_t V = size_t(c_.n_vocab);
+  last_logits.resize(prompts.size() * V);
+  // Long prompts alone, as prefill() runs them (and short ones when a pass is too small to
+  // hold one with its extra row); short ones in groups that fit one pass.
+  const int max_seq = std::min(kMaxPacked, logit_rows_);
+  const int max_rows = std::min(max_rows_, kMaxPackedRows);
+  std::vector<size_t> group;
+  int rows = 0;
+  std::vector<float> one;
+  for (size_t i = 0; i <= prompts.size(); i++) {
+    const bool end = i == prompts.size();
+    const int len = end ? 0 : int(prompts[i].size());
+    if (!end && (len > kShortPrefill || len + 1 > max_rows)) {
+      prefill(slots[i], prompts[i], /*all_logits=*/false, one);
+      std::copy(one.begin(), one.begin() + std::ptrdiff_t(V),
+                last_logits.begin() + std::ptrdiff_t(i * V));
+      continue;
+    }
+    // Each packed prompt takes one more row: its last position, gathered for the LM head.
+    if (!group.empty() && (end || int(group.size()) == max_seq || rows + len + 1 > max_rows)) {
+      prefill_packed(slots, prompts, group, last_logits);
+      group.clear();
+      rows = 0;
+    }
+    if (end) break;
+    group.push_back(i);
+    rows += len + 1;
+  }
+}
+
+void CudaBackend::prefill_packed(std::span<const int> slots,
+                                 std::span<const std::span<const int32_t>> prompts,
+                                 std::span<const size_t> idx, std::vector<float>& last_logits) {
+  const int m = int(idx.size());
+  const int64_t V = c_.n_vocab, DM = c_.d_model;
+  // seq_: starts (m + 1), slots (m), each prompt's last row (m); tokens_: the prompts in order.
+  std::vector<int32_t> table(3 * size_t(m) + 1);
+  std::vector<int32_t> ids;
+  int max_len = 0;
+  for (int i = 0; i < m; i++) {
+    const auto& p = prompts[idx[size_t(i)]];
+    table[size_t(i)] = int32_t(ids.size());
+    ids.insert(ids.end(), p.begin(), p.end());
+    table[size_t(m + 1 + i)] = slots[idx[size_t(i)]];
+    table[size_t(2 * m + 1 + i)] = int32_t(ids.size()) - 1;
+    max_len = std::max(max_len, int(p.size()));
+  }
+  table[size_t(m)] = int32_t(ids.size());
+  const int n = int(ids.size());
+  CUDA_CHECK(cudaMemcpyAsync(seq_.data(), table.data(), table.size() * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaMemcpyAsync(tokens_.data(), ids.data(), ids.size() * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  prefill_batch_.n_seq = m;
+  prefill_batch_.slots = seq_.as<int32_t>() + m + 1;
+  prefill_batch_.n_tok = n;
+  prefill_batch_.max_len = max_len;
+  {
+    ShortPrefill short_pass(short_prefill_, true);
+    try {
+      forward(n, /*decode=*/false);
+      // Rows n .. n + m - 1 of xn_ = each prompt's last normed row, so that one LM head pass
+      // (linear_decode, the same bits per row as one row alone) gives every prompt's logits.
+      cuda::embedding(xn_.data(), gguf::DType::F32, n, DM, seq_.as<int32_t>() + 2 * m + 1, m,
+                      xn_.as<float>() + int64_t(n) * DM, stream_);
+      lm_head(n, m, false);
+    } catch (...) {
+      prefill_batch_.n_seq = 1;
+      prefill_batch_.slots = seq_.as<int32_t>() + 2;
+      throw;
+    }
+  }
+  prefill_batch_.n_seq = 1;
+  prefill_batch_.slots = seq_.as<int32_t>() + 2;
+  float* host = host_logits_.as<float>();  // page-locked, (logit_rows_, n_vocab)
+  CUDA_CHECK(cudaMemcpyAsync(host, logits_.data(), size_t(m) * size_t(V) * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_));
+  // The host table and ids above must stay alive until their copies have run.
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (int i = 0; i < m; i++)
+    std::copy(host + int64_t(i) * V, host + int64_t(i + 1) * V,
+              last_logits.begin() + std::ptrdiff_t(idx[size_t(i)] * size_t(V)));
 }
 
 // One decode step for the first n entries of tokens_/slots_, leaving logits in logits_.
