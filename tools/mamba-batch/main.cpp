@@ -326,10 +326,10 @@ int run(Args& a) {
     return 128 + int(g_signal);
   }
   std::fprintf(stderr,
-               "done: %zu records (%zu errors), %llu tokens in %.2f s (%.1f tok/s), "
-               "largest decode batch %d; backend setup %.2f s before that\n",
+               "done: %zu records (%zu errors), %llu tokens in %.2f s (%.1f tok/s) after "
+               "%.2f s of backend setup, largest decode batch %d\n",
                n_done, n_errors, (unsigned long long)sched.n_generated(), secs,
-               secs > 0 ? double(sched.n_generated()) / secs : 0.0, sched.max_batch(), setup_s);
+               secs > 0 ? double(sched.n_generated()) / secs : 0.0, setup_s, sched.max_batch());
   return 0;
 }
 
