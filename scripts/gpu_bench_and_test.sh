@@ -27,7 +27,8 @@ for p in "${tests[@]}"; do
   tar -C "$root" --exclude='./build*' --exclude=./.git -cf - . | tar -C "$tree" -xf -
   patch -s -d "$tree" -p1 <"$p" || { echo "patch $p does not apply"; exit 1; }
   ( cmake -S "$tree" -B "$tree/build-gpu" "${cmake_args[@]}" >"$logs/test-configure-$name.log" 2>&1 &&
-    cmake --build "$tree/build-gpu" -j4 --target test_cuda_ops test_cuda_model mamba-convert \
+    cmake --build "$tree/build-gpu" -j4 --target test_cuda_ops test_cuda_model test_cuda_batch \
+      mamba-convert mamba-batch \
       >"$logs/test-build-$name.log" 2>&1 ) &
 done
 

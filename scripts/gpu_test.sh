@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: builds the CUDA backend, runs the CUDA tests (every op
 # against a double-precision reference, whole models against the CPU backend and the
-# fixtures), runs compute-sanitizer memcheck and racecheck over the CUDA tests, and prints
+# fixtures, mamba-batch as a process with --device cuda), runs compute-sanitizer memcheck and racecheck over the CUDA tests, and prints
 # one table of the results.
 #
 # Usage: scripts/gpu_test.sh [extra cmake args...]
@@ -33,7 +33,8 @@ t0=$(date +%s)
 if ! cmake -S . -B "$build" "${cmake_args[@]}" "$@" >"$logs/configure.log" 2>&1; then
   tail -30 "$logs/configure.log"; exit 1
 fi
-if ! cmake --build "$build" -j"$(nproc)" --target test_cuda_ops test_cuda_model mamba-convert \
+if ! cmake --build "$build" -j"$(nproc)" --target test_cuda_ops test_cuda_model test_cuda_batch \
+    mamba-convert mamba-batch \
     >"$logs/build.log" 2>&1; then
   grep -E "error|FAILED" -A5 "$logs/build.log" | head -60; exit 1
 fi
@@ -53,6 +54,9 @@ run_test() {  # name, then the command
 
 run_test ops "$build/tests/test_cuda_ops"
 run_test model "$build/tests/test_cuda_model"
+# mamba-batch as a process on the GPU (tests/batch_tool_cases.h): not under the sanitizers,
+# which would not follow the processes it starts.
+run_test batch "$build/tests/test_cuda_batch"
 
 if [ "${SANITIZE:-1}" != 0 ]; then
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
