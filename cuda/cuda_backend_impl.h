@@ -6,7 +6,6 @@
 
 #include "cuda_backend.h"
 
-
 #include <algorithm>
 #include <array>
 #include <cstdlib>
