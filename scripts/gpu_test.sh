@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: builds the CUDA backend, runs the CUDA tests (every op
 # against a double-precision reference, whole models against the CPU backend and the
-# fixtures, mamba-batch as a process with --device cuda), runs compute-sanitizer memcheck and racecheck over the CUDA tests, and prints
-# one table of the results.
+# fixtures, mamba-batch as a process with --device cuda), runs compute-sanitizer memcheck and
+# racecheck over the first two, and prints one table of the results.
 #
 # Usage: scripts/gpu_test.sh [extra cmake args...]
 #   BUILD_DIR   build folder (default build-gpu)

@@ -289,8 +289,9 @@ int run(Args& a) {
     sched.submit(std::move(requests[i]));
   }
   requests.clear();
-  // The clock of the summary and of the progress bar starts here: the backend's setup (weights
-  // copied to the GPU, decode graphs captured) is reported apart from the generation it serves.
+  // The clock of the summary and of the progress bar starts here: the backend's setup (device
+  // context, weights copied to the GPU, buffers) is reported apart from the generation it
+  // serves. Decode graphs are captured during generation, on a batch size's second step.
   const double setup_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_setup).count();
   Progress progress(entries.size());
