@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Where a kernel's warps stall, by source line, from an ncu report with source counters.
+
+Usage (on the GPU machine): ncu --import REP.ncu-rep --page source --csv --print-source cuda \
+  > src.csv; python3 scripts/ncu_hotspots.py src.csv [TOP]
+Prints, per kernel section of the CSV, the TOP (default 30) source lines by warp-stall samples
+(all samples), with their share and the line's text.
+"""
+import csv
+import sys
+
+
+def sections(path):
+    """Yields (header, rows) for each table in the CSV (ncu prints one per kernel)."""
+    header, rows = None, []
+    for rec in csv.reader(open(path, errors="replace")):
+        if not rec:
+            continue
+        if any("Warp Stall Sampling" in c for c in rec) and any(c in ("#", "Line") for c in rec):
+            if header:
+                yield header, rows
+            header, rows = rec, []
+        elif header:
+            rows.append(rec)
+        else:
+            print("|", ",".join(rec)[:200])
+    if header:
+        yield header, rows
+
+
+def main():
+    path, top = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    for header, rows in sections(path):
+        line_col = header.index("#") if "#" in header else header.index("Line")
+        src_col = header.index("Source") if "Source" in header else line_col + 1
+        stall = [i for i, c in enumerate(header) if c.startswith("Warp Stall Sampling (All")]
+        if not stall:
+            print("no stall column in", header)
+            continue
+        s = stall[0]
+        vals = []
+        for r in rows:
+            try:
+                vals.append((float(r[s].replace(",", "") or 0), r[line_col], r[src_col].strip()))
+            except (ValueError, IndexError):
+                pass
+        total = sum(v for v, _, _ in vals) or 1.0
+        print(f"== {len(rows)} lines, {total:.0f} stall samples; columns: {header[:6]}")
+        for v, ln, src in sorted(vals, key=lambda t: -t[0])[:top]:
+            print(f"{100 * v / total:5.1f}%  {ln:>5}  {src[:110]}")
+
+
+if __name__ == "__main__":
+    main()
