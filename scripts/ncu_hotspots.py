@@ -12,7 +12,7 @@ import sys
 
 def sections(path):
     """Yields (header, rows) for each table in the CSV (ncu prints one per kernel)."""
-    header, rows = None, []
+    header, rows, shown = None, [], 0
     for rec in csv.reader(open(path, errors="replace")):
         if not rec:
             continue
@@ -22,8 +22,9 @@ def sections(path):
             header, rows = rec, []
         elif header:
             rows.append(rec)
-        else:
+        elif shown < 20:  # text before the first table (kernel names, or an unknown format)
             print("|", ",".join(rec)[:200])
+            shown += 1
     if header:
         yield header, rows
 
