@@ -14,14 +14,14 @@
 // Build and run on the GPU machine (wgmma needs sm_90a):
 //   nvcc -O2 -std=c++17 -arch=sm_90a scripts/proto/wgmma_vs_mma.cu -o /tmp/wgmma_vs_mma && \
 //     /tmp/wgmma_vs_mma
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "../../cuda/mma.cuh"
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #define CHECK(x)                                                                         \
@@ -38,43 +38,25 @@ constexpr int kMaxSteps = 8;
 // Two 16-bit values (element k, k + 1 of a row) packed as mma operands want them.
 __device__ uint32_t pack(const uint16_t* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 16); }
 
-template <bool kBf16>
-__device__ void mma_sync(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (kBf16)
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  else
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// D (64 x 8) += A (64 x 16, registers) B (16 x 8, shared memory), one warpgroup.
-template <bool kBf16>
+// D (64 x 8) += A (64 x 16, registers) B (16 x 8, shared memory), one warpgroup. T is
+// __half or __nv_bfloat16, as for the decode kernels' mma16816 (cuda/mma.cuh), which the
+// mma.sync side of the test calls.
+#define MAMBA_WGMMA_M64N8K16(TYPE)                                                            \
+  asm volatile(                                                                               \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"                                             \
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32." TYPE "." TYPE                              \
+      " {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, p, 1, 1, 0;\n}\n"                                    \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                        \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1)                         \
+      : "memory")
+template <typename T>
 __device__ void wgmma(float (&d)[4], const uint32_t (&a)[4], uint64_t desc) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-  if constexpr (kBf16)
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, "
-        "p, 1, 1, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1)
-        : "memory");
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    MAMBA_WGMMA_M64N8K16("bf16");
   else
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0,%1,%2,%3}, {%4,%5,%6,%7}, %8, "
-        "p, 1, 1, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1)
-        : "memory");
+    MAMBA_WGMMA_M64N8K16("f16");
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #else
@@ -93,7 +75,7 @@ __device__ uint64_t descriptor(const void* smem, uint32_t lbo, uint32_t sbo) {
 
 // Block t: trial t. A (64, 16 S) and B^T (8, 16 S) row-major 16-bit patterns, C (64, 8).
 // out_mma and out_wg: (64, 8) each.
-template <bool kBf16>
+template <bool kBf16, typename T = std::conditional_t<kBf16, __nv_bfloat16, __half>>
 __global__ void __launch_bounds__(128) trial_kernel(const uint16_t* A, const uint16_t* Bt,
                                                     const float* C, int S, float* out_mma,
                                                     float* out_wg) {
@@ -120,8 +102,8 @@ __global__ void __launch_bounds__(128) trial_kernel(const uint16_t* A, const uin
                            pack(A + r0 * K + k0 + 2 * c + 8),
                            pack(A + (r0 + 8) * K + k0 + 2 * c + 8)};
     const uint32_t b0 = pack(Bt + g * K + k0 + 2 * c), b1 = pack(Bt + g * K + k0 + 2 * c + 8);
-    mma_sync<kBf16>(dm, a, b0, b1);
-    wgmma<kBf16>(dw, a, descriptor(bs[s], 128, 256));
+    mamba::cuda::mma16816<T>(dm, a[0], a[1], a[2], a[3], b0, b1);
+    wgmma<T>(dw, a, descriptor(bs[s], 128, 256));
   }
   const int o[4] = {r0 * 8 + 2 * c, r0 * 8 + 2 * c + 1, (r0 + 8) * 8 + 2 * c,
                     (r0 + 8) * 8 + 2 * c + 1};
