@@ -254,11 +254,6 @@ void CudaBackend::setup_persistent() {
 
 // ---- slots ------------------------------------------------------------------------------------
 
-void CudaBackend::check_slot(int slot) const {
-  if (slot < 0 || slot >= n_slots_)
-    fail("slot ", slot, " is out of range (n_slots = ", n_slots_, ")");
-}
-
 void CudaBackend::reset_slot(int slot) {
   check_slot(slot);
   CUDA_CHECK(cudaMemsetAsync(slot_ptr(slot), 0, state_bytes(), stream_));

@@ -168,8 +168,6 @@ class CudaBackend final : public Backend {
   // logits_ (count, n_vocab) = output(xn_ rows [row0, row0 + count)); x_rounded as for proj.
   void lm_head(int row0, int count, bool decode, bool x_rounded = false);
   void decode_batch(int n);  // graph replay or plain launches
-  void check_slot(int slot) const;
-  void check_tokens(std::span<const int32_t> tokens) const;
   float* slot_ptr(int slot) const { return state_.as<float>() + int64_t(slot) * slot_floats_; }
   cuda::StateRef conv_state(int il) const;
   cuda::StateRef ssm_state(int il) const;

@@ -4,18 +4,10 @@
 
 namespace mamba::cuda_detail {
 
-void CudaBackend::check_tokens(std::span<const int32_t> tokens) const {
-  for (int32_t id : tokens)
-    if (id < 0 || id >= c_.n_vocab)
-      fail("token id ", id, " is out of range (n_vocab = ", c_.n_vocab, ")");
-}
-
 void CudaBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_logits,
                           std::vector<float>& logits) {
-  check_slot(slot);
-  check_tokens(tokens);
+  check_prefill(slot, tokens);
   const int64_t n = int64_t(tokens.size());
-  if (n == 0) fail("prefill needs at least one token");
   const int64_t V = c_.n_vocab;
   logits.resize(size_t((all_logits ? n : 1) * V));
   // Long prompts go through in pieces; the state carries over between them exactly as it

@@ -71,12 +71,27 @@ void Backend::check_distinct_slots(std::span<const int> slots, const char* call)
   }
 }
 
-void Backend::check_decode(std::span<const int> slots, std::span<const int32_t> tokens) const {
-  if (slots.size() != tokens.size())
-    fail("decode got ", slots.size(), " slots but ", tokens.size(), " tokens");
+void Backend::check_slot(int slot) const {
+  if (slot < 0 || slot >= n_slots())
+    fail("slot ", slot, " is out of range (n_slots = ", n_slots(), ")");
+}
+
+void Backend::check_tokens(std::span<const int32_t> tokens) const {
   const int64_t V = config().n_vocab;
   for (int32_t id : tokens)
     if (id < 0 || id >= V) fail("token id ", id, " is out of range (n_vocab = ", V, ")");
+}
+
+void Backend::check_prefill(int slot, std::span<const int32_t> tokens) const {
+  check_slot(slot);
+  check_tokens(tokens);
+  if (tokens.empty()) fail("prefill needs at least one token");
+}
+
+void Backend::check_decode(std::span<const int> slots, std::span<const int32_t> tokens) const {
+  if (slots.size() != tokens.size())
+    fail("decode got ", slots.size(), " slots but ", tokens.size(), " tokens");
+  check_tokens(tokens);
   check_distinct_slots(slots, "decode");
 }
 

@@ -69,6 +69,13 @@ class Backend {
   virtual bool picks_on_device() const { return false; }
 
  protected:
+  // Throws mamba::Error unless the slot exists.
+  void check_slot(int slot) const;
+  // Throws mamba::Error unless every token is inside the vocabulary.
+  void check_tokens(std::span<const int32_t> tokens) const;
+  // prefill()'s arguments: the slot exists, the prompt is not empty, its ids are in the
+  // vocabulary.
+  void check_prefill(int slot, std::span<const int32_t> tokens) const;
   // Throws mamba::Error unless there is one slot per token, every slot exists and appears once,
   // and every token is inside the vocabulary.
   void check_decode(std::span<const int> slots, std::span<const int32_t> tokens) const;

@@ -48,11 +48,6 @@ CpuBackend::CpuBackend(const Model& model, int n_threads, int n_slots, bool chun
 
 // ---- slots ----------------------------------------------------------------------------------
 
-void CpuBackend::check_slot(int slot) const {
-  if (slot < 0 || slot >= n_slots())
-    fail("slot ", slot, " is out of range (n_slots = ", n_slots(), ")");
-}
-
 void CpuBackend::reset_slot(int slot) {
   check_slot(slot);
   std::fill(slots_[size_t(slot)].conv.begin(), slots_[size_t(slot)].conv.end(), 0.0f);
@@ -83,12 +78,6 @@ void CpuBackend::load_slot(int slot, std::span<const uint8_t> in) {
 }
 
 // ---- compute --------------------------------------------------------------------------------
-
-void CpuBackend::check_tokens(std::span<const int32_t> tokens) const {
-  for (int32_t id : tokens)
-    if (id < 0 || id >= c_.n_vocab)
-      fail("token id ", id, " is out of range (n_vocab = ", c_.n_vocab, ")");
-}
 
 void CpuBackend::ensure_scratch(int64_t T) {
   if (T <= scratch_rows_) return;
@@ -165,10 +154,8 @@ void CpuBackend::forward(std::span<const int32_t> tokens, std::span<const Seq> s
 
 void CpuBackend::prefill(int slot, std::span<const int32_t> tokens, bool all_logits,
                          std::vector<float>& logits) {
-  check_slot(slot);
-  check_tokens(tokens);
+  check_prefill(slot, tokens);
   const int64_t n = int64_t(tokens.size());
-  if (n == 0) fail("prefill needs at least one token");
   const int64_t V = c_.n_vocab;
   logits.resize(size_t((all_logits ? n : 1) * V));
   SlotState& st = slots_[size_t(slot)];

@@ -53,8 +53,6 @@ class CpuBackend final : public Backend {
   void forward(std::span<const int32_t> tokens, std::span<const Seq> seqs,
                std::span<const int64_t> out_rows, float* logits_out);
   void ensure_scratch(int64_t T);
-  void check_slot(int slot) const;
-  void check_tokens(std::span<const int32_t> tokens) const;
 
   const Model& model_;
   ModelConfig c_;
