@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 namespace mamba::cuda {
 namespace {
@@ -370,6 +371,8 @@ __global__ void __launch_bounds__(kWarps * 32, MT * NT == 1 ? 8 : 0)
 // Small weights (x_proj, dt_proj: a few MB, read from L2 after the first batch tile) take a
 // tile of 32 features x 32 batch rows instead, so that their few row tiles and slices still
 // make enough blocks (measured on the H200 against 16 batch rows: docs/benchmarks.md).
+// Batches of 17 to 32 rows take 32 batch rows x 64 features (MidTile; MAMBA_NO_MID_TILE turns
+// it off, to compare in one build).
 constexpr int kSub = 4;        // chunks per stage, = kWarps: one per residue warp
 constexpr int kGemmStages = 3;
 template <int MB, int QG>  // MB 16-row batch tiles (the mma's M), QG 32-feature groups
@@ -389,6 +392,7 @@ struct GemmTile {
   static_assert((kRedFloats + kCols * kOutPitch) * 4 <= kSmem);
 };
 using BigTile = GemmTile<4, 2>;    // 64 batch rows x 64 features, 256 threads
+using MidTile = GemmTile<2, 2>;    // 32 batch rows x 64 features, 256 threads
 using SmallTile = GemmTile<2, 1>;  // 32 batch rows x 32 features, 128 threads
 
 // x (n, ldx) -> x16 rounded to T (the rounding of load_x8), in the order of gemm_x16_index:
@@ -734,7 +738,7 @@ void launch_gemm(const DeviceMatrix& W, const float* x, int64_t ldx, int n, floa
 // copies (with the small tile for small weights), else more weight tiles per block as n grows
 // so each block reuses its activations (32 features per block beat 64 there: 4 tiles need 220
 // registers, so fewer blocks fit).
-enum class Path { kOneSeq, kGemm, kGemmSmall, kWide };
+enum class Path { kOneSeq, kGemm, kGemmMid, kGemmSmall, kWide };
 Path path_for(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
   const int64_t x16_elems = ceil_div(n, 16) * 16 * W.cols;
   const bool gemm_ok = W.cols % kChunk == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0 &&
@@ -747,6 +751,10 @@ Path path_for(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
   const bool small = W.rows * W.cols * 2 <= (int64_t(4) << 20);
   if (n <= 8) return Path::kOneSeq;
   if (small) return gemm_ok ? Path::kGemmSmall : Path::kOneSeq;
+  // Up to 32 rows the 32-row tile: the 64-row one would multiply and reduce as many zero rows
+  // as real ones (measured on the H100, mamba-1.4b tg128 x32: 11,513 against 10,845 tok/s).
+  static const bool no_mid = std::getenv("MAMBA_NO_MID_TILE") != nullptr;  // A/B in one build
+  if (gemm_ok && n <= 32 && !no_mid) return Path::kGemmMid;
   return gemm_ok ? Path::kGemm : Path::kWide;
 }
 
@@ -760,6 +768,8 @@ void dispatch(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* 
     launch_mma<T, 1, 1>(W, x, ldx, n, y, ldy, bias, ws, conv, stream, norm, res);
   else if (path == Path::kGemm)
     launch_gemm<T, BigTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
+  else if (path == Path::kGemmMid)
+    launch_gemm<T, MidTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
   else if (path == Path::kGemmSmall)
     launch_gemm<T, SmallTile>(W, x, ldx, n, y, ldy, bias, ws, stream, x_rounded, y16, conv);
   else if (n <= 16)
@@ -790,7 +800,7 @@ LinearDecodeNeeds linear_decode_needs(const DeviceMatrix& W, int n) {
 bool linear_decode_reads_x16(const DeviceMatrix& W, int n, const LinearDecodeWorkspace& ws) {
   if ((W.dtype != gguf::DType::F16 && W.dtype != gguf::DType::BF16) || n <= 0) return false;
   const Path path = path_for(W, n, ws);
-  return path == Path::kGemm || path == Path::kGemmSmall;
+  return path == Path::kGemm || path == Path::kGemmMid || path == Path::kGemmSmall;
 }
 
 void linear_decode(const DeviceMatrix& W, const float* x, int64_t ldx, int n, float* y,
