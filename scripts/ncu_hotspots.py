@@ -4,7 +4,8 @@
 Usage (on the GPU machine): ncu --import REP.ncu-rep --page source --csv --print-source cuda \
   > src.csv; python3 scripts/ncu_hotspots.py src.csv [TOP]
 Prints, per kernel section of the CSV, the TOP (default 30) source lines by warp-stall samples
-(all samples), with their share and the line's text.
+(all samples), with their share and the line's text. `--print-source sass` works too: its rows
+are instructions, by address.
 """
 import csv
 import sys
@@ -16,7 +17,7 @@ def sections(path):
     for rec in csv.reader(open(path, errors="replace")):
         if not rec:
             continue
-        if any("Warp Stall Sampling" in c for c in rec) and any(c in ("#", "Line") for c in rec):
+        if any(c.startswith("Warp Stall Sampling") for c in rec):
             if header:
                 yield header, rows
             header, rows = rec, []
@@ -32,7 +33,8 @@ def sections(path):
 def main():
     path, top = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 30
     for header, rows in sections(path):
-        line_col = header.index("#") if "#" in header else header.index("Line")
+        line_col = next((header.index(c) for c in ("#", "Line", "Line No", "Address")
+                         if c in header), 0)
         src_col = header.index("Source") if "Source" in header else line_col + 1
         stall = [i for i, c in enumerate(header) if c.startswith("Warp Stall Sampling (All")]
         if not stall:
