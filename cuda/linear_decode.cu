@@ -274,17 +274,44 @@ __global__ void __launch_bounds__(kWarps * 32, MT * NT == 1 ? 8 : 0)
       }
       __syncthreads();
     }
+    // A single row (n == 1): the warp requests x for 8 of its chunks at once, lane l taking
+    // piece l % 4 of chunk l / 4 (the loads and rounding that lane (0, l % 4) would make for
+    // that chunk), parks them in shared memory, and each chunk's operand is then one 16-byte
+    // shared load. Loading x per chunk put an L2 round trip in front of every chunk's mma (ncu,
+    // H100, mamba-1.4b in_proj at one row: 42% of the warps' stall samples waited on them;
+    // grouped: mamba-1.4b tg128 555.4 against 532.8 tok/s, docs/benchmarks.md).
+    const bool one_row = p.n == 1;  // block-uniform
+    __shared__ __align__(16) uint32_t xgroup[kWarps][8 * 4][4];  // [warp][chunk * 4 + piece]
+    const auto load_group = [&](int64_t ch) {  // chunks ch, ch + kWarps, ..., ch + 7 kWarps
+      const int64_t k = (ch + (lane / 4) * kWarps) * kChunk + 8 * (lane % 4);
+      uint32_t v[4];
+      if (p.norm.sumsq)  // block-uniform
+        load_x8_normed<T>(p.x, p.ldx, p.n, kend, p.x_vec, col0, k, xscale[0], p.norm.w, v);
+      else
+        load_x8<T>(p.x, p.ldx, p.n, kend, p.x_vec, col0, k, v);
+      __syncwarp();  // the previous group's reads are done
+      *reinterpret_cast<uint4*>(xgroup[warp][lane]) = make_uint4(v[0], v[1], v[2], v[3]);
+      __syncwarp();
+    };
     for (int64_t base = first; base < ch1; base += kDepth * kWarps) {
 #pragma unroll
       for (int s = 0; s < kDepth; s++) {
         const int64_t ch = base + s * kWarps;
         if (ch >= ch1) break;  // warp-uniform
         uint32_t b[4];
-        if (p.norm.sumsq)  // warp-uniform
+        if (one_row) {
+          const int jj = int((ch - first) / kWarps) % 8;  // this chunk's place in its group
+          if (jj == 0) load_group(ch);                    // warp-uniform
+          // Every g reads row 0's operand: the tile's batch rows 1..7 then hold copies of row
+          // 0's sums, which nothing stores (outputs past n are dropped below).
+          const uint4 v = *reinterpret_cast<const uint4*>(xgroup[warp][4 * jj + c]);
+          b[0] = v.x, b[1] = v.y, b[2] = v.z, b[3] = v.w;
+        } else if (p.norm.sumsq) {  // warp-uniform
           load_x8_normed<T>(p.x, p.ldx, p.n, kend, p.x_vec, col0 + g, ch * kChunk + 8 * c,
                             xscale[g], p.norm.w, b);
-        else
+        } else {
           load_x8<T>(p.x, p.ldx, p.n, kend, p.x_vec, col0 + g, ch * kChunk + 8 * c, b);
+        }
         mma16816<T>(acc[0][0], a[s][0][0], a[s][1][0], a[s][0][1], a[s][1][1], b[0], b[1]);
         mma16816<T>(acc[0][0], a[s][0][2], a[s][1][2], a[s][0][3], a[s][1][3], b[2], b[3]);
         if (ch + kDepth * kWarps < ch1) load_a(s, ch + kDepth * kWarps);
