@@ -130,7 +130,7 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // multiple of 32: blocks of 16 rows x 32 k (512 values), ordered [row / 16][k / 32]; inside a
 // block, the A-operand fragments of the mma.sync steps as lane l = 4 g + c reads them,
 // [step (2)][lane (32)][4 pairs]. Lane (g, c) holds k = 8c .. 8c+7 of rows g and g + 8 (the
-// GEMM's K order, see linear_decode.cu); step s takes the pairs 2s and 2s + 1 of each row, in
+// GEMM's K order, see linear_decode_gemm.cu); step s takes the pairs 2s and 2s + 1 of each row, in
 // the order (row g, pair 2s), (row g + 8, pair 2s), (row g, pair 2s + 1), (row g + 8, ...).
 // One 16-byte read per lane and step gives the operand registers as mma.sync wants them.
 constexpr int kGemmX16Block = 16 * 32;  // values in one block of gemm_x16_index's order
