@@ -44,7 +44,6 @@ void CudaBackend::prefill_batch(std::span<const int> slots,
                                 std::span<const std::span<const int32_t>> prompts,
                                 std::vector<float>& last_logits) {
   check_prefill_batch(slots, prompts);
-  for (const auto& p : prompts) check_tokens(p);
   const size_t V = size_t(c_.n_vocab);
   last_logits.resize(prompts.size() * V);
   // Long prompts alone, as prefill() runs them (and short ones when a pass is too small to

@@ -36,25 +36,9 @@ mdir=${MODEL_DIR:-/tmp/models}
 logs=${LOG_DIR:-${OUT:-$root/gpu-bench-logs}}
 mkdir -p "$mdir" "$logs"
 
-cmake_args=(-G Ninja -DMAMBA_CUDA=ON -DMAMBA_TESTS=OFF)
-deps=${DEPS_DIR:-$root/.deps}
-if [ -d "$deps/usr" ]; then
-  cmake_args+=(-DCMAKE_PREFIX_PATH="$deps/usr" -DICU_ROOT="$deps/usr")
-  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-fi
-command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
+source "$root/scripts/gpu_env.sh"
+cmake_args+=(-DMAMBA_TESTS=OFF)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt"
-
-shape_args() {  # mamba-random options for a published shape
-  case $1 in
-    mamba-130m) echo "--arch mamba --d-model 768 --n-layer 24 --n-vocab 50280" ;;
-    mamba-1.4b) echo "--arch mamba --d-model 2048 --n-layer 48 --n-vocab 50280" ;;
-    mamba-2.8b) echo "--arch mamba --d-model 2560 --n-layer 64 --n-vocab 50280" ;;
-    mamba2-2.7b) echo "--arch mamba2 --d-model 2560 --n-layer 64 --n-vocab 50288" \
-                      "--d-state 128 --head-dim 64" ;;
-    *) echo "unknown shape $1" >&2; return 1 ;;
-  esac
-}
 
 labels=()
 trees=()

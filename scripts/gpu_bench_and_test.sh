@@ -14,10 +14,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 logs=${LOG_DIR:-${OUT:-$root/gpu-bench-logs}}
 mkdir -p "$logs"
-command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
-deps=${DEPS_DIR:-$root/.deps}
-cmake_args=(-G Ninja -DMAMBA_CUDA=ON)
-[ -d "$deps/usr" ] && cmake_args+=(-DCMAKE_PREFIX_PATH="$deps/usr" -DICU_ROOT="$deps/usr")
+source "$root/scripts/gpu_env.sh"
 
 tests=(${TEST_PATCHES:-})
 for p in "${tests[@]}"; do

@@ -17,13 +17,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 logs=${LOG_DIR:-${OUT:-build-gpu/persistent-logs}}
 mkdir -p "$logs"
-command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
-cmake_args=(-G Ninja -DMAMBA_CUDA=ON)
-deps=${DEPS_DIR:-$root/.deps}
-if [ -d "$deps/usr" ]; then
-  cmake_args+=(-DCMAKE_PREFIX_PATH="$deps/usr" -DICU_ROOT="$deps/usr")
-  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-fi
+source "$root/scripts/gpu_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 t0=$(date +%s)
 cmake -S . -B build-gpu "${cmake_args[@]}" >"$logs/configure.log" 2>&1 ||
@@ -32,14 +26,6 @@ cmake --build build-gpu -j"$(nproc)" --target test_cuda_model mamba-bench mamba-
   mamba-convert >"$logs/build.log" 2>&1 || { grep -E "error" -A3 "$logs/build.log" | head -30; exit 1; }
 echo "built in $(( $(date +%s) - t0 )) s"
 
-shape_args() {
-  case $1 in
-    mamba-130m) echo "--arch mamba --d-model 768 --n-layer 24 --n-vocab 50280" ;;
-    mamba-1.4b) echo "--arch mamba --d-model 2048 --n-layer 48 --n-vocab 50280" ;;
-    mamba-2.8b) echo "--arch mamba --d-model 2560 --n-layer 64 --n-vocab 50280" ;;
-    *) echo "unknown shape $1" >&2; return 1 ;;
-  esac
-}
 mdir=/tmp/models; mkdir -p $mdir
 files=()
 for m in ${MODELS:-mamba-130m mamba-1.4b mamba-2.8b}; do

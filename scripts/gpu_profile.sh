@@ -19,13 +19,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 logs=${LOG_DIR:-${OUT:-$root/gpu-profile-logs}}
 mkdir -p "$logs"
-command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
-cmake_args=(-G Ninja -DMAMBA_CUDA=ON -DMAMBA_TESTS=OFF)
-deps=${DEPS_DIR:-$root/.deps}
-if [ -d "$deps/usr" ]; then
-  cmake_args+=(-DCMAKE_PREFIX_PATH="$deps/usr" -DICU_ROOT="$deps/usr")
-  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-fi
+source "$root/scripts/gpu_env.sh"
+cmake_args+=(-DMAMBA_TESTS=OFF)
 build=/tmp/gpu-profile-build
 cmake -S . -B "$build" "${cmake_args[@]}" >"$logs/configure.log" 2>&1 &&
   cmake --build "$build" -j"$(nproc)" --target mamba-bench mamba-random >"$logs/build.log" 2>&1 ||
@@ -35,13 +30,7 @@ model=${MODEL:-mamba-1.4b}
 f=/tmp/models/$model-f16.gguf
 mkdir -p /tmp/models
 if [ ! -f "$f" ]; then
-  case $model in
-    mamba-130m) a="--arch mamba --d-model 768 --n-layer 24 --n-vocab 50280" ;;
-    mamba-1.4b) a="--arch mamba --d-model 2048 --n-layer 48 --n-vocab 50280" ;;
-    mamba-2.8b) a="--arch mamba --d-model 2560 --n-layer 64 --n-vocab 50280" ;;
-    mamba2-2.7b) a="--arch mamba2 --d-model 2560 --n-layer 64 --n-vocab 50288 --d-state 128 --head-dim 64" ;;
-    *) echo "unknown shape $model"; exit 1 ;;
-  esac
+  a=$(shape_args "$model") || exit 1
   "$build/bin/mamba-random" $a --dtype f16 -o "$f" >/dev/null || exit 1
 fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader

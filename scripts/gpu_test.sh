@@ -19,13 +19,7 @@ build=${BUILD_DIR:-build-gpu}
 logs=${LOG_DIR:-${OUT:-$build/gpu-logs}}
 mkdir -p "$logs"
 
-cmake_args=(-G Ninja -DMAMBA_CUDA=ON)
-deps=${DEPS_DIR:-$root/.deps}
-if [ -d "$deps/usr" ]; then
-  cmake_args+=(-DCMAKE_PREFIX_PATH="$deps/usr" -DICU_ROOT="$deps/usr")
-  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-fi
-command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
+source "$root/scripts/gpu_env.sh"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/gpu.txt"
 echo "== configure and build ($build)"

@@ -57,8 +57,10 @@ void Backend::check_prefill_batch(std::span<const int> slots,
   if (slots.size() != prompts.size())
     fail("prefill_batch got ", slots.size(), " slots but ", prompts.size(), " prompts");
   check_distinct_slots(slots, "prefill_batch");
-  for (const auto& p : prompts)
+  for (const auto& p : prompts) {
     if (p.empty()) fail("prefill needs at least one token");
+    check_tokens(p);
+  }
 }
 
 void Backend::check_distinct_slots(std::span<const int> slots, const char* call) const {

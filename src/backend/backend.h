@@ -80,7 +80,7 @@ class Backend {
   // and every token is inside the vocabulary.
   void check_decode(std::span<const int> slots, std::span<const int32_t> tokens) const;
   // Throws mamba::Error unless there is one slot per prompt, every slot exists and appears
-  // once, and no prompt is empty (the ids are checked by the prefill itself).
+  // once, no prompt is empty, and every id is inside the vocabulary.
   void check_prefill_batch(std::span<const int> slots,
                            std::span<const std::span<const int32_t>> prompts) const;
   // Throws mamba::Error unless every slot exists and appears once (`call` names the caller).

@@ -179,7 +179,6 @@ void CpuBackend::prefill_batch(std::span<const int> slots,
                                std::span<const std::span<const int32_t>> prompts,
                                std::vector<float>& last_logits) {
   check_prefill_batch(slots, prompts);
-  for (const auto& p : prompts) check_tokens(p);
   const size_t V = size_t(c_.n_vocab);
   last_logits.resize(prompts.size() * V);
   // The pass being gathered: its rows, one Seq per prompt, and each prompt's last row.
